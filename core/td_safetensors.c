@@ -1,0 +1,3 @@
+/* placeholder until the reader lands */
+#include "config.h"
+#include "td_safetensors.h"
