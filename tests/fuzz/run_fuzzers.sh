@@ -29,13 +29,16 @@ builddir=${TD_BUILDDIR:-$srcdir}
 seconds=${FUZZ_SECONDS:-20}
 cc=${CC:-clang}
 
+names=
 while [ $# -gt 0 ]; do
     case $1 in
-    -b) builddir=$2; shift 2 ;;
-    -s) seconds=$2; shift 2 ;;
+    -b|-s)
+        [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
+        if [ "$1" = -b ]; then builddir=$2; else seconds=$2; fi
+        shift 2 ;;
     -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
-    *) break ;;
+    *) names="$names $1"; shift ;;
     esac
 done
 case $seconds in
@@ -48,9 +51,7 @@ if [ ! -f "$builddir/config.h" ]; then
     exit 2
 fi
 
-if [ $# -gt 0 ]; then
-    names="$*"
-else
+if [ -z "$names" ]; then
     names=$(cd "$srcdir/tests/fuzz" && ls fuzz_*.c 2>/dev/null |
             sed 's/^fuzz_//; s/\.c$//')
 fi
