@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
         [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
         if [ "$1" = -b ]; then builddir=$2; else seconds=$2; fi
         shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/usage errors/p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) names="$names $1"; shift ;;
     esac
