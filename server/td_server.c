@@ -159,8 +159,15 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
     st = td_notify_init(&s->notify, err);
     if (st != TD_OK)
         goto fail_loop;
-    st = td_registry_init(&s->registry, &s->loop, cfg->models_dir, &s->log,
-                          on_scan_done, s, err);
+    {
+        char oracles[4096 + 16];
+        const char *dirs[2];
+        snprintf(oracles, sizeof oracles, "%s/oracles", cfg->state_dir);
+        dirs[0] = cfg->models_dir;
+        dirs[1] = oracles;
+        st = td_registry_init(&s->registry, &s->loop, dirs, 2, &s->log,
+                              on_scan_done, s, err);
+    }
     if (st != TD_OK)
         goto fail_notify;
     /* A pool thread borrows at most one arena at a time. */
