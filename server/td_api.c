@@ -1,0 +1,416 @@
+/* td_api: the HTTP endpoints - Open Inference Protocol v2 and /metrics.
+ *
+ * Cheap answers (health, metadata, metrics) are built on the loop thread;
+ * inference (parsing, compute, serialising) runs on the pool. */
+#include "config.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "td_buf.h"
+#include "td_oip.h"
+#include "td_router.h"
+#include "td_server.h"
+
+#define JSON_TYPE "application/json"
+
+/* Per-request state kept in req->route_data. */
+typedef struct api_req {
+    td_match match;
+    /* Inference. */
+    td_model *model;          /* one reference while the request runs */
+    size_t json_len;
+    td_oip_request oip;
+    td_tensor outputs[TD_OIP_MAX_TENSORS];
+    int n_outputs;
+    td_error err;
+    td_status status;
+    char *resp;               /* owned until responded */
+    size_t resp_len;
+    uint64_t queued_ns, started_ns, finished_ns;
+} api_req;
+
+static void api_req_free(void *p)
+{
+    api_req *a = p;
+    int i;
+    if (!a)
+        return;
+    td_oip_request_free(&a->oip);
+    for (i = 0; i < a->n_outputs; i++)
+        free(a->outputs[i].data);
+    if (a->model)
+        td_model_unref(a->model);
+    free(a->resp);
+    free(a);
+}
+
+static void respond_json(td_request *req, int status, json_t *obj)
+{
+    char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(9))
+                     : NULL;
+    json_decref(obj);
+    if (!text) {
+        td_http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    td_http_respond_owned(req, status, JSON_TYPE, text, strlen(text));
+}
+
+/* A version segment must name the one version we serve. */
+static int check_version(td_request *req, const td_match *m)
+{
+    if (m->version[0] && strcmp(m->version, "1") != 0) {
+        td_http_respond_error(req, 404,
+                              "model \"%s\" has no version \"%s\" (tinyd "
+                              "serves version \"1\")",
+                              m->name, m->version);
+        return 0;
+    }
+    return 1;
+}
+
+static td_entry *find_entry(td_server *s, td_request *req, const td_match *m)
+{
+    td_entry *e = td_registry_find(&s->registry, m->name);
+    if (!e) {
+        td_http_respond_error(req, 404, "unknown model \"%s\"", m->name);
+        return NULL;
+    }
+    return check_version(req, m) ? e : NULL;
+}
+
+/* ------------------------------------------------------------ metadata */
+
+static void server_meta(td_request *req)
+{
+    respond_json(req, 200,
+                 json_pack("{s:s, s:s, s:[s,s]}", "name", "tinyd", "version",
+                           PACKAGE_VERSION, "extensions", "classification",
+                           "binary_tensor_data"));
+}
+
+static json_t *specs_json(const td_tensor_spec *specs, int n)
+{
+    json_t *arr = json_array();
+    int i, d;
+    for (i = 0; arr && i < n; i++) {
+        json_t *shape = json_array();
+        for (d = 0; shape && d < specs[i].ndim; d++)
+            json_array_append_new(shape, json_integer(specs[i].shape[d]));
+        json_array_append_new(
+            arr, json_pack("{s:s, s:s, s:o*}", "name", specs[i].name,
+                           "datatype", td_oip_dtype_name(specs[i].dtype),
+                           "shape", shape));
+    }
+    return arr;
+}
+
+static void model_meta(td_server *s, td_request *req, const td_match *m)
+{
+    td_entry *e = find_entry(s, req, m);
+    const td_tensor_spec *in, *out;
+    int n_in, n_out;
+    json_t *obj;
+    if (!e)
+        return;
+    if (!e->model) {
+        td_http_respond_error(req, 503, "model \"%s\" is not available: %s",
+                              e->name, e->reason ? e->reason : "not loaded");
+        return;
+    }
+    n_in = e->model->kind->inputs(e->model->impl, &in);
+    n_out = e->model->kind->outputs(e->model->impl, &out);
+    obj = json_pack("{s:s, s:[s], s:s, s:s, s:o*, s:o*}", "name", e->name,
+                    "versions", "1", "platform", e->model->kind->platform,
+                    "kind", e->model->kind->kind, "inputs",
+                    specs_json(in, n_in), "outputs", specs_json(out, n_out));
+    if (obj && e->model->kind->describe) {
+        json_t *params = e->model->kind->describe(e->model->impl);
+        if (params)
+            json_object_set_new(obj, "parameters", params);
+    }
+    if (obj && e->reason)
+        json_object_set_new(obj, "reload_error", json_string(e->reason));
+    respond_json(req, 200, obj);
+}
+
+static void model_ready(td_server *s, td_request *req, const td_match *m)
+{
+    td_entry *e = find_entry(s, req, m);
+    int ok;
+    if (!e)
+        return;
+    ok = e->model != NULL && !s->draining;
+    respond_json(req, ok ? 200 : 503,
+                 json_pack("{s:s, s:b}", "name", e->name, "ready", ok));
+}
+
+static void models_index(td_server *s, td_request *req)
+{
+    json_t *arr = json_array();
+    size_t i;
+    for (i = 0; arr && i < s->registry.n_entries; i++) {
+        const td_entry *e = &s->registry.entries[i];
+        json_t *o = json_pack("{s:s, s:s, s:s}", "name", e->name, "kind",
+                              e->model ? e->model->kind->kind : "unknown",
+                              "state", e->model ? "READY" : "UNAVAILABLE");
+        if (o && e->reason)
+            json_object_set_new(o, "reason", json_string(e->reason));
+        json_array_append_new(arr, o);
+    }
+    respond_json(req, 200, json_pack("{s:o*}", "models", arr));
+}
+
+/* ------------------------------------------------------------ metrics */
+
+static void metrics(td_server *s, td_request *req)
+{
+    td_buf b;
+    size_t i, ready = 0, failed = 0, len;
+    char *text;
+    td_buf_init(&b);
+    td_metrics_render_http(&s->metrics, &b);
+    td_buf_printf(&b,
+                  "# HELP tinyd_http_requests_in_flight Requests between "
+                  "their headers and their completion.\n"
+                  "# TYPE tinyd_http_requests_in_flight gauge\n"
+                  "tinyd_http_requests_in_flight %u\n",
+                  td_http_in_flight(s->http));
+    for (i = 0; i < s->registry.n_entries; i++) {
+        if (s->registry.entries[i].model)
+            ready++;
+        else
+            failed++;
+    }
+    td_buf_printf(&b,
+                  "# HELP tinyd_models Servable things in the repository, "
+                  "by state.\n"
+                  "# TYPE tinyd_models gauge\n"
+                  "tinyd_models{state=\"READY\"} %zu\n"
+                  "tinyd_models{state=\"UNAVAILABLE\"} %zu\n"
+                  "# HELP tinyd_reloads_total Repository scans, by result.\n"
+                  "# TYPE tinyd_reloads_total counter\n"
+                  "tinyd_reloads_total{result=\"ok\"} %llu\n"
+                  "tinyd_reloads_total{result=\"failed\"} %llu\n",
+                  ready, failed,
+                  (unsigned long long)s->registry.reloads_ok,
+                  (unsigned long long)s->registry.reloads_failed);
+#define MODEL_FAMILY(metric, help, type, field)                               \
+    do {                                                                      \
+        td_buf_printf(&b, "# HELP " metric " " help "\n# TYPE " metric       \
+                          " " type "\n");                                     \
+        for (i = 0; i < s->registry.n_entries; i++) {                        \
+            td_buf_printf(&b, metric "{model=\"");                            \
+            td_metrics_label(&b, s->registry.entries[i].name);                \
+            td_buf_printf(&b, "\"} %llu\n",                                   \
+                          (unsigned long long)s->registry.entries[i].field);  \
+        }                                                                     \
+    } while (0)
+    MODEL_FAMILY("tinyd_inference_request_success_total",
+                 "Inference requests that succeeded.", "counter", success);
+    MODEL_FAMILY("tinyd_inference_request_failure_total",
+                 "Inference requests that failed.", "counter", failure);
+    MODEL_FAMILY("tinyd_inference_count_total",
+                 "Inferences performed (a batch of n counts n).", "counter",
+                 inferences);
+    MODEL_FAMILY("tinyd_inference_exec_count_total",
+                 "Model executions (a batch counts once).", "counter",
+                 exec_count);
+#undef MODEL_FAMILY
+    text = td_buf_take(&b, &len);
+    if (!text) {
+        td_http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    td_http_respond_owned(req, 200, "text/plain; version=0.0.4; charset=utf-8",
+                          text, len);
+}
+
+/* ------------------------------------------------------------ inference */
+
+/* Pool thread: parse, check, run, serialise. Touches only a and its model. */
+static void infer_work(td_request *req)
+{
+    api_req *a = req->route_data;
+    const td_servable_kind *k = a->model->kind;
+    const td_tensor_spec *in, *out;
+    int n_in = k->inputs(a->model->impl, &in);
+    int n_out = k->outputs(a->model->impl, &out);
+    td_oip_limits limits = {(size_t)1 << 28, 0};
+    int i;
+    a->started_ns = td_now_ns();
+    td_error_clear(&a->err);
+    a->status = td_oip_parse(req->body, req->body_len, a->json_len, in, n_in,
+                             out, n_out, &limits, &a->oip, &a->err);
+    if (a->status != TD_OK)
+        return;
+    a->status = k->infer(a->model->impl, a->oip.inputs, a->outputs, &a->err);
+    if (a->status == TD_OK) {
+        const char *const *labels = NULL;
+        int n_labels = 0;
+        a->n_outputs = n_out;
+        if (k->labels)
+            labels = k->labels(a->model->impl, &n_labels);
+        a->status = td_oip_response(a->model->name, &a->oip, a->outputs,
+                                    n_out, labels, n_labels, &a->resp,
+                                    &a->resp_len, &a->err);
+    } else {
+        /* The engine owns nothing it failed to fill. */
+        for (i = 0; i < n_out; i++)
+            a->outputs[i].data = NULL;
+    }
+    a->finished_ns = td_now_ns();
+}
+
+/* Loop thread: answer and count. */
+static void infer_done(td_request *req)
+{
+    api_req *a = req->route_data;
+    if (a->status == TD_OK) {
+        td_http_respond_owned(req, 200, JSON_TYPE, a->resp, a->resp_len);
+        a->resp = NULL;
+    } else {
+        td_http_respond_error(req, td_status_http(a->status), "%s",
+                              a->err.msg);
+    }
+}
+
+static void infer_start(td_server *s, td_request *req, api_req *a)
+{
+    td_entry *e = find_entry(s, req, &a->match);
+    const char *hlen;
+    if (!e)
+        return;
+    if (!e->model) {
+        e->failure++;
+        td_http_respond_error(req, 503, "model \"%s\" is not available: %s",
+                              e->name, e->reason ? e->reason : "not loaded");
+        return;
+    }
+    a->json_len = req->body_len;
+    hlen = td_http_header(req, "Inference-Header-Content-Length");
+    if (hlen) {
+        char *end;
+        unsigned long long v = strtoull(hlen, &end, 10);
+        if (end == hlen || *end || v > req->body_len) {
+            td_http_respond_error(req, 400,
+                                  "Inference-Header-Content-Length \"%s\" is "
+                                  "not a length within the body of %zu "
+                                  "bytes",
+                                  hlen, req->body_len);
+            return;
+        }
+        a->json_len = (size_t)v;
+    }
+    a->model = e->model;
+    td_model_ref(a->model);
+    a->queued_ns = td_now_ns();
+    td_http_defer(req, infer_work, infer_done);
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+void td_api_on_headers(void *app, td_request *req)
+{
+    td_server *s = app;
+    api_req *a;
+    int code;
+    a = calloc(1, sizeof *a);
+    if (!a) {
+        td_http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    req->route_data = a;
+    req->route_free = api_req_free;
+    code = td_route(req->method, req->url, &a->match);
+    req->route = a->match.route;
+    if (code == 404) {
+        td_http_respond_error(req, 404, "no such endpoint: %s %s",
+                              req->method, req->url);
+        return;
+    }
+    if (code == 405) {
+        char allow[64];
+        td_methods_str(a->match.allowed, allow, sizeof allow);
+        td_http_add_header(req, "Allow", "%s", allow);
+        td_http_respond_error(req, 405, "method %s is not allowed on %s "
+                                        "(allowed: %s)",
+                              req->method, req->url, allow);
+        return;
+    }
+    if (s->draining && a->match.route == TD_ROUTE_MODEL_INFER &&
+        req->content_length == 0) {
+        td_http_respond_error(req, 503, "server is shutting down");
+        return;
+    }
+    /* Unknown models are refused before their body is read. */
+    if (a->match.route == TD_ROUTE_MODEL_INFER &&
+        !td_registry_find(&s->registry, a->match.name)) {
+        td_http_respond_error(req, 404, "unknown model \"%s\"",
+                              a->match.name);
+        return;
+    }
+}
+
+void td_api_on_body(void *app, td_request *req)
+{
+    td_server *s = app;
+    api_req *a = req->route_data;
+    switch (a->match.route) {
+    case TD_ROUTE_SERVER_META:
+        server_meta(req);
+        break;
+    case TD_ROUTE_HEALTH_LIVE:
+        respond_json(req, 200, json_pack("{s:b}", "live", 1));
+        break;
+    case TD_ROUTE_HEALTH_READY: {
+        int ok = s->ready && !s->draining;
+        respond_json(req, ok ? 200 : 503, json_pack("{s:b}", "ready", ok));
+        break;
+    }
+    case TD_ROUTE_MODELS:
+        models_index(s, req);
+        break;
+    case TD_ROUTE_MODEL_META:
+        model_meta(s, req, &a->match);
+        break;
+    case TD_ROUTE_MODEL_READY:
+        model_ready(s, req, &a->match);
+        break;
+    case TD_ROUTE_MODEL_INFER:
+        infer_start(s, req, a);
+        break;
+    case TD_ROUTE_METRICS:
+        metrics(s, req);
+        break;
+    default:
+        td_http_respond_error(req, 404, "no such endpoint: %s %s",
+                              req->method, req->url);
+    }
+}
+
+void td_api_on_complete(void *app, td_request *req, int ok)
+{
+    td_server *s = app;
+    api_req *a = req->route_data;
+    double secs = (double)(td_now_ns() - req->start_ns) / 1e9;
+    td_metrics_observe(&s->metrics, (td_route_id)req->route, req->status,
+                       secs);
+    if (a && a->match.route == TD_ROUTE_MODEL_INFER && a->model) {
+        td_entry *e = td_registry_find(&s->registry, a->match.name);
+        if (e) {
+            if (req->status == 200) {
+                e->success++;
+                e->exec_count++;
+                if (a->oip.n_inputs > 0 && a->oip.inputs[0].ndim > 0)
+                    e->inferences += (uint64_t)a->oip.inputs[0].shape[0];
+            } else {
+                e->failure++;
+            }
+        }
+    }
+    TD_LOG_DEBUG(&s->log, "%s %s %d %.3f ms%s", req->method, req->url,
+                 req->status, secs * 1e3, ok ? "" : " (connection closed)");
+}

@@ -1,0 +1,584 @@
+/* td_http: MHD in external epoll mode, driven by a uv_poll and a uv_timer,
+ * with suspend/resume around thread-pool work. */
+#include "config.h"
+
+#include "td_http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+struct td_http {
+    uv_loop_t *loop;
+    struct MHD_Daemon *daemon;
+    uv_poll_t poll;
+    uv_timer_t timer;
+    int handles_open;
+    td_http_handlers handlers;
+    void *app;
+    const td_log *log;
+    uint64_t max_body;
+    uint16_t port;
+    int listen_fd;
+    int quiesced;
+    int stopped;
+    unsigned in_flight;
+    unsigned in_pool;
+    /* Suspended requests, so td_http_stop can answer them. */
+    td_request **suspended;
+    size_t n_suspended, cap_suspended;
+};
+
+uint64_t td_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------ the pump */
+
+static void on_timer(uv_timer_t *t);
+
+/* Let MHD do all pending work, then re-arm the timer from its timeout.
+ * Called after every poll event, timer expiry and resume. */
+static void http_run(td_http *h)
+{
+    MHD_UNSIGNED_LONG_LONG timeout;
+    if (!h->daemon)
+        return;
+    MHD_run(h->daemon);
+    if (MHD_get_timeout(h->daemon, &timeout) == MHD_YES) {
+        /* Cap the wait so a clock jump never stalls the daemon. */
+        if (timeout > 60000)
+            timeout = 60000;
+        uv_timer_start(&h->timer, on_timer, timeout, 0);
+    } else {
+        uv_timer_stop(&h->timer);
+    }
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    (void)status;
+    (void)events;
+    http_run(p->data);
+}
+
+static void on_timer(uv_timer_t *t) { http_run(t->data); }
+
+/* ------------------------------------------------------------ responses */
+
+void td_http_respond_owned(td_request *req, int status,
+                           const char *content_type, char *body, size_t len)
+{
+    if (req->responded) {
+        free(body);
+        return;
+    }
+    free(req->resp_body);
+    req->status = status;
+    req->content_type = content_type;
+    req->resp_body = body;
+    req->resp_len = len;
+    req->responded = 1;
+}
+
+void td_http_respond(td_request *req, int status, const char *content_type,
+                     const char *body, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (!copy) {
+        td_http_respond_owned(req, 500, "application/json", NULL, 0);
+        return;
+    }
+    memcpy(copy, body, len);
+    copy[len] = '\0';
+    td_http_respond_owned(req, status, content_type, copy, len);
+}
+
+void td_http_respond_error(td_request *req, int status, const char *fmt, ...)
+{
+    char msg[1024];
+    json_t *obj;
+    char *text;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    obj = json_pack("{s:s}", "error", msg);
+    text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (!text) {
+        td_http_respond(req, status, "application/json",
+                        "{\"error\":\"out of memory\"}", 25);
+        return;
+    }
+    td_http_respond_owned(req, status, "application/json", text,
+                          strlen(text));
+}
+
+void td_http_add_header(td_request *req, const char *name, const char *fmt,
+                        ...)
+{
+    va_list ap;
+    if (req->n_hdrs >= TD_HTTP_MAX_HEADERS)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(req->hdr_value[req->n_hdrs], sizeof req->hdr_value[0], fmt, ap);
+    va_end(ap);
+    req->hdr_name[req->n_hdrs++] = name;
+}
+
+const char *td_http_header(const td_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *td_http_query(const td_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND,
+                                       name);
+}
+
+/* Hand the prepared response to MHD. */
+static enum MHD_Result send_response(td_request *req)
+{
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+    int i;
+    if (req->queued)
+        return MHD_YES;
+    resp = MHD_create_response_from_buffer(req->resp_len,
+                                           req->resp_body ? req->resp_body
+                                                          : (char *)"",
+                                           req->resp_body
+                                               ? MHD_RESPMEM_MUST_FREE
+                                               : MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    req->resp_body = NULL; /* MHD owns it now */
+    if (req->content_type)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                req->content_type);
+    for (i = 0; i < req->n_hdrs; i++)
+        MHD_add_response_header(resp, req->hdr_name[i], req->hdr_value[i]);
+    ret = MHD_queue_response(req->conn, (unsigned)req->status, resp);
+    MHD_destroy_response(resp);
+    req->queued = 1;
+    return ret;
+}
+
+/* ------------------------------------------------------------ suspension */
+
+static void track_suspended(td_http *h, td_request *req)
+{
+    if (h->n_suspended == h->cap_suspended) {
+        size_t cap = h->cap_suspended ? h->cap_suspended * 2 : 64;
+        td_request **grown = realloc(h->suspended, cap * sizeof *grown);
+        if (!grown)
+            return; /* only td_http_stop's early answers rely on this */
+        h->suspended = grown;
+        h->cap_suspended = cap;
+    }
+    h->suspended[h->n_suspended++] = req;
+}
+
+static void untrack_suspended(td_http *h, td_request *req)
+{
+    size_t i;
+    for (i = 0; i < h->n_suspended; i++) {
+        if (h->suspended[i] == req) {
+            h->suspended[i] = h->suspended[--h->n_suspended];
+            return;
+        }
+    }
+}
+
+static void request_free(td_request *req)
+{
+    if (req->route_free)
+        req->route_free(req->route_data);
+    free(req->body);
+    free(req->resp_body);
+    free(req);
+}
+
+static void work_cb(uv_work_t *w)
+{
+    td_request *req = w->data;
+    req->work_fn(req);
+}
+
+static void after_work_cb(uv_work_t *w, int status)
+{
+    td_request *req = w->data;
+    td_http *h = req->http;
+    (void)status;
+    h->in_pool--;
+    req->in_pool = 0;
+    if (req->abandoned) {
+        request_free(req);
+        return;
+    }
+    if (!req->responded && req->done_fn)
+        req->done_fn(req);
+    if (!req->responded)
+        td_http_respond_error(req, 500, "the handler produced no response");
+    if (req->suspended) {
+        req->suspended = 0;
+        untrack_suspended(h, req);
+        MHD_resume_connection(req->conn);
+    }
+    http_run(h);
+}
+
+void td_http_defer(td_request *req, td_work_fn work_fn, td_done_fn done_fn)
+{
+    td_http *h = req->http;
+    int rc;
+    req->work_fn = work_fn;
+    req->done_fn = done_fn;
+    req->work.data = req;
+    MHD_suspend_connection(req->conn);
+    req->suspended = 1;
+    track_suspended(h, req);
+    rc = uv_queue_work(h->loop, &req->work, work_cb, after_work_cb);
+    if (rc != 0) {
+        req->suspended = 0;
+        untrack_suspended(h, req);
+        MHD_resume_connection(req->conn);
+        td_http_respond_error(req, 503, "cannot queue work: %s",
+                              uv_strerror(rc));
+        return;
+    }
+    req->in_pool = 1;
+    h->in_pool++;
+}
+
+/* ------------------------------------------------------------ MHD hooks */
+
+static uint64_t parse_content_length(const char *s)
+{
+    char *end;
+    unsigned long long v;
+    if (!s)
+        return UINT64_MAX;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return UINT64_MAX - 1; /* malformed: MHD rejects it anyway */
+    return (uint64_t)v;
+}
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
+                                 const char *url, const char *method,
+                                 const char *version, const char *upload,
+                                 size_t *upload_size, void **con_cls)
+{
+    td_http *h = cls;
+    td_request *req = *con_cls;
+    (void)version;
+
+    if (!req) {
+        req = calloc(1, sizeof *req);
+        if (!req)
+            return MHD_NO;
+        req->http = h;
+        req->conn = conn;
+        req->method = method;
+        req->url = url;
+        req->start_ns = td_now_ns();
+        req->route = -1;
+        req->content_length = parse_content_length(MHD_lookup_connection_value(
+            conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH));
+        *con_cls = req;
+        h->in_flight++;
+        /* Route first (so metrics know the route), then refuse an
+         * oversized body before reading it; with Expect: 100-continue the
+         * client never sends it. */
+        h->handlers.on_headers(h->app, req);
+        if (!req->responded && req->content_length != UINT64_MAX &&
+            req->content_length > h->max_body)
+            td_http_respond_error(req, 413,
+                                  "request body of %llu bytes exceeds the "
+                                  "limit of %llu bytes (--max-body)",
+                                  (unsigned long long)req->content_length,
+                                  (unsigned long long)h->max_body);
+        if (req->responded)
+            return send_response(req);
+        return MHD_YES;
+    }
+
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (req->responded || req->body_too_big)
+            return MHD_YES; /* drop what the client still sends */
+        if (req->body_len + n > h->max_body) {
+            req->body_too_big = 1;
+            free(req->body);
+            req->body = NULL;
+            req->body_len = req->body_cap = 0;
+            return MHD_YES;
+        }
+        if (req->body_len + n + 1 > req->body_cap) {
+            size_t cap = req->body_cap ? req->body_cap : 4096;
+            char *grown;
+            if (req->content_length != UINT64_MAX &&
+                req->content_length + 1 > cap)
+                cap = (size_t)req->content_length + 1;
+            while (cap < req->body_len + n + 1)
+                cap *= 2;
+            grown = realloc(req->body, cap);
+            if (!grown)
+                return MHD_NO;
+            req->body = grown;
+            req->body_cap = cap;
+        }
+        memcpy(req->body + req->body_len, upload, n);
+        req->body_len += n;
+        req->body[req->body_len] = '\0';
+        return MHD_YES;
+    }
+
+    if (req->responded)
+        return send_response(req);
+    if (req->suspended || req->in_pool)
+        return MHD_YES;
+    if (req->body_too_big) {
+        td_http_respond_error(req, 413,
+                              "request body exceeds the limit of %llu bytes "
+                              "(--max-body)",
+                              (unsigned long long)h->max_body);
+        return send_response(req);
+    }
+    if (!req->body) {
+        req->body = calloc(1, 1);
+        if (!req->body)
+            return MHD_NO;
+    }
+    h->handlers.on_body(h->app, req);
+    if (req->responded)
+        return send_response(req);
+    return MHD_YES; /* deferred: answered on resume */
+}
+
+static void completed_cb(void *cls, struct MHD_Connection *conn,
+                         void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    td_http *h = cls;
+    td_request *req = *con_cls;
+    (void)conn;
+    if (!req)
+        return;
+    *con_cls = NULL;
+    h->in_flight--;
+    if (!req->responded)
+        req->status = 499; /* closed by the client, nginx's convention */
+    h->handlers.on_complete(h->app, req,
+                            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+    if (req->suspended)
+        untrack_suspended(h, req);
+    if (req->in_pool) {
+        req->abandoned = 1; /* after_work_cb frees it */
+        return;
+    }
+    request_free(req);
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    td_http *h = cls;
+    char msg[512];
+    size_t n;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    td_log_write(h->log, TD_LOG_WARN, "http: %s", msg);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static td_status open_listen_socket(const td_http_options *opt, int *out,
+                                    td_error *err)
+{
+    struct addrinfo hints, *res = NULL;
+    char port[8];
+    int fd, one = 1, rc;
+    const char *host = opt->host;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    if (strcmp(host, "localhost") != 0)
+        hints.ai_flags |= AI_NUMERICHOST;
+    snprintf(port, sizeof port, "%u", (unsigned)opt->port);
+    rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0)
+        return td_error_set(err, TD_EINVAL, "cannot listen on %s:%u: %s",
+                            host, (unsigned)opt->port, gai_strerror(rc));
+    fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC |
+                                    SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        freeaddrinfo(res);
+        return td_error_set(err, TD_EIO, "socket: %s", strerror(errno));
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (res->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
+        listen(fd, 511) != 0) {
+        int saved = errno;
+        close(fd);
+        freeaddrinfo(res);
+        return td_error_set(err, TD_EIO, "cannot listen on %s:%u: %s", host,
+                            (unsigned)opt->port, strerror(saved));
+    }
+    freeaddrinfo(res);
+    *out = fd;
+    return TD_OK;
+}
+
+static uint16_t socket_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return 0;
+}
+
+td_status td_http_start(uv_loop_t *loop, const td_http_options *opt,
+                        const td_http_handlers *handlers, void *app,
+                        const td_log *log, td_http **out, td_error *err)
+{
+    td_http *h;
+    const union MHD_DaemonInfo *info;
+    int fd = opt->listen_fd;
+    td_status st;
+    *out = NULL;
+    if (fd < 0) {
+        st = open_listen_socket(opt, &fd, err);
+        if (st != TD_OK)
+            return st;
+    }
+    h = calloc(1, sizeof *h);
+    if (!h) {
+        close(fd);
+        return td_error_set(err, TD_ENOMEM, "out of memory");
+    }
+    h->loop = loop;
+    h->handlers = *handlers;
+    h->app = app;
+    h->log = log;
+    h->max_body = opt->max_body;
+    h->listen_fd = fd;
+    h->port = socket_port(fd);
+    h->daemon = MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
+        NULL, access_cb, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, h,
+        MHD_OPTION_LISTEN_SOCKET, fd,
+        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
+        MHD_OPTION_CONNECTION_LIMIT, opt->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout_s,
+        MHD_OPTION_END);
+    if (!h->daemon) {
+        close(fd);
+        free(h);
+        return td_error_set(err, TD_EIO, "libmicrohttpd failed to start");
+    }
+    info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    if (!info || uv_poll_init(loop, &h->poll, info->epoll_fd) != 0 ||
+        uv_timer_init(loop, &h->timer) != 0) {
+        MHD_stop_daemon(h->daemon);
+        close(fd);
+        free(h);
+        return td_error_set(err, TD_EIO, "cannot watch the HTTP epoll fd");
+    }
+    h->poll.data = h;
+    h->timer.data = h;
+    h->handles_open = 2;
+    uv_poll_start(&h->poll, UV_READABLE, on_poll);
+    http_run(h);
+    *out = h;
+    return TD_OK;
+}
+
+uint16_t td_http_port(const td_http *h) { return h->port; }
+unsigned td_http_in_flight(const td_http *h) { return h->in_flight; }
+unsigned td_http_in_pool(const td_http *h) { return h->in_pool; }
+
+void td_http_quiesce(td_http *h)
+{
+    int fd;
+    if (h->quiesced || !h->daemon)
+        return;
+    h->quiesced = 1;
+    fd = MHD_quiesce_daemon(h->daemon);
+    if (fd >= 0)
+        close(fd);
+    http_run(h);
+}
+
+void td_http_stop(td_http *h)
+{
+    uint64_t until;
+    if (h->stopped)
+        return;
+    h->stopped = 1;
+    td_http_quiesce(h);
+    /* MHD forbids stopping with suspended connections: answer them. Their
+     * pool work finishes into the void (abandoned). */
+    while (h->n_suspended) {
+        td_request *req = h->suspended[--h->n_suspended];
+        req->suspended = 0;
+        td_http_respond_error(req, 503, "server is shutting down");
+        MHD_resume_connection(req->conn);
+    }
+    until = td_now_ns() + 500u * 1000000u;
+    while (h->in_flight > 0 && td_now_ns() < until) {
+        MHD_run(h->daemon);
+        usleep(2000);
+    }
+    uv_poll_stop(&h->poll);
+    uv_timer_stop(&h->timer);
+    MHD_stop_daemon(h->daemon);
+    h->daemon = NULL;
+}
+
+static void on_handle_closed(uv_handle_t *handle)
+{
+    td_http *h = handle->data;
+    if (--h->handles_open == 0) {
+        free(h->suspended);
+        free(h);
+    }
+}
+
+void td_http_close(td_http *h)
+{
+    if (!h)
+        return;
+    if (!h->stopped)
+        td_http_stop(h);
+    uv_close((uv_handle_t *)&h->poll, on_handle_closed);
+    uv_close((uv_handle_t *)&h->timer, on_handle_closed);
+}

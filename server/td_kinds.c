@@ -1,0 +1,23 @@
+/* td_kinds: the table of servable kinds. Adding a kind is one line here. */
+#include "config.h"
+
+#include <string.h>
+
+#include "td_kind_linear.h"
+#include "td_servable.h"
+
+const td_servable_kind *const td_kinds[] = {
+    &td_kind_linear,
+    NULL,
+};
+
+const td_servable_kind *td_kind_find(const char *kind)
+{
+    size_t i;
+    if (!kind)
+        return NULL;
+    for (i = 0; td_kinds[i]; i++)
+        if (strcmp(td_kinds[i]->kind, kind) == 0)
+            return td_kinds[i];
+    return NULL;
+}

@@ -1,0 +1,229 @@
+/* td_server: start-up, signals, reload, drain and the watchdog. */
+#include "config.h"
+
+#include "td_server.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void send_ready(td_server *s)
+{
+    size_t i, n_ready = 0;
+    td_error err;
+    for (i = 0; i < s->registry.n_entries; i++)
+        if (s->registry.entries[i].model)
+            n_ready++;
+    if (td_notify_sendf(&s->notify, &err, "READY=1\nSTATUS=serving %zu of "
+                                          "%zu models",
+                        n_ready, s->registry.n_entries) != TD_OK)
+        TD_LOG_WARN(&s->log, "sd_notify: %s", err.msg);
+}
+
+/* The registry finished a scan. */
+static void on_scan_done(void *app, int changed, int failed)
+{
+    td_server *s = app;
+    size_t i, n_ready = 0;
+    for (i = 0; i < s->registry.n_entries; i++)
+        if (s->registry.entries[i].model)
+            n_ready++;
+    if (!s->ready) {
+        s->ready = 1;
+        TD_LOG_INFO(&s->log, "ready: %zu of %zu models loaded from %s",
+                    n_ready, s->registry.n_entries, s->cfg.models_dir);
+    } else {
+        TD_LOG_INFO(&s->log,
+                    "reload done: %d changed, %d failed; serving %zu of %zu "
+                    "models",
+                    changed, failed, n_ready, s->registry.n_entries);
+    }
+    s->reloading = 0;
+    if (!s->draining)
+        send_ready(s);
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+    td_server *s = t->data;
+    td_notify_send(&s->notify, "WATCHDOG=1", NULL);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    td_server *s = h->data;
+    s->handles_open--;
+}
+
+static void close_handle(td_server *s, uv_handle_t *h)
+{
+    if (!uv_is_closing(h)) {
+        h->data = s;
+        uv_close(h, on_handle_closed);
+    }
+}
+
+/* The drain is over (or timed out): stop HTTP and let the loop end. */
+static void finish_shutdown(td_server *s)
+{
+    unsigned left = td_http_in_flight(s->http);
+    if (left)
+        TD_LOG_WARN(&s->log,
+                    "drain timeout: answering %u unfinished requests with "
+                    "503",
+                    left);
+    td_http_stop(s->http);
+    td_http_close(s->http);
+    s->http = NULL;
+    uv_timer_stop(&s->drain);
+    close_handle(s, (uv_handle_t *)&s->drain);
+    close_handle(s, (uv_handle_t *)&s->watchdog);
+    close_handle(s, (uv_handle_t *)&s->sig_term);
+    close_handle(s, (uv_handle_t *)&s->sig_int);
+    close_handle(s, (uv_handle_t *)&s->sig_hup);
+    /* Work still on the pool (an abandoned request, a scan) must not keep
+     * the process alive past the drain. */
+    uv_stop(&s->loop);
+    TD_LOG_INFO(&s->log, "stopped");
+}
+
+static void on_drain_tick(uv_timer_t *t)
+{
+    td_server *s = t->data;
+    if (td_http_in_flight(s->http) == 0 || td_now_ns() >= s->drain_deadline_ns)
+        finish_shutdown(s);
+}
+
+static void begin_shutdown(td_server *s, const char *why)
+{
+    if (s->draining) {
+        TD_LOG_WARN(&s->log, "%s again: stopping now", why);
+        s->drain_deadline_ns = 0;
+        on_drain_tick(&s->drain);
+        return;
+    }
+    s->draining = 1;
+    td_notify_send(&s->notify, "STOPPING=1", NULL);
+    TD_LOG_INFO(&s->log,
+                "%s: no longer accepting; draining %u requests in flight "
+                "(at most %u ms)",
+                why, td_http_in_flight(s->http), s->cfg.drain_timeout_ms);
+    td_http_quiesce(s->http);
+    s->drain_deadline_ns =
+        td_now_ns() + (uint64_t)s->cfg.drain_timeout_ms * 1000000u;
+    uv_timer_start(&s->drain, on_drain_tick, 0, 10);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    td_server *s = h->data;
+    if (signum == SIGHUP) {
+        td_error err;
+        if (s->draining)
+            return;
+        TD_LOG_INFO(&s->log, "SIGHUP: rescanning %s", s->cfg.models_dir);
+        if (td_notify_reloading(&s->notify, &err) != TD_OK)
+            TD_LOG_WARN(&s->log, "sd_notify: %s", err.msg);
+        s->reloading = 1;
+        td_registry_scan(&s->registry);
+        return;
+    }
+    begin_shutdown(s, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
+{
+    td_http_options hopt;
+    td_http_handlers handlers = {td_api_on_headers, td_api_on_body,
+                                 td_api_on_complete};
+    td_status st;
+    int rc;
+
+    memset(s, 0, sizeof *s);
+    s->cfg = *cfg;
+    s->started_ms = wall_ms();
+    td_log_init(&s->log, cfg->log_level, 2);
+    rc = uv_loop_init(&s->loop);
+    if (rc != 0)
+        return td_error_set(err, TD_EIO, "uv_loop_init: %s", uv_strerror(rc));
+    st = td_notify_init(&s->notify, err);
+    if (st != TD_OK)
+        goto fail_loop;
+    st = td_registry_init(&s->registry, &s->loop, cfg->models_dir, &s->log,
+                          on_scan_done, s, err);
+    if (st != TD_OK)
+        goto fail_notify;
+
+    memset(&hopt, 0, sizeof hopt);
+    hopt.host = cfg->host;
+    hopt.port = cfg->port;
+    hopt.listen_fd = -1;
+    hopt.max_body = cfg->max_body;
+    hopt.max_connections = cfg->max_connections;
+    hopt.connection_timeout_s = cfg->connection_timeout_s;
+    st = td_http_start(&s->loop, &hopt, &handlers, s, &s->log, &s->http, err);
+    if (st != TD_OK)
+        goto fail_registry;
+
+    uv_signal_init(&s->loop, &s->sig_term);
+    uv_signal_init(&s->loop, &s->sig_int);
+    uv_signal_init(&s->loop, &s->sig_hup);
+    uv_timer_init(&s->loop, &s->watchdog);
+    uv_timer_init(&s->loop, &s->drain);
+    s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
+    s->watchdog.data = s->drain.data = s;
+    s->handles_open = 5;
+    uv_signal_start(&s->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&s->sig_int, on_signal, SIGINT);
+    uv_signal_start(&s->sig_hup, on_signal, SIGHUP);
+    if (s->notify.watchdog_usec) {
+        /* Half the interval, from the loop itself: a stuck loop misses it. */
+        uint64_t ms = s->notify.watchdog_usec / 2000;
+        uv_timer_start(&s->watchdog, on_watchdog, 0, ms ? ms : 1);
+    }
+    signal(SIGPIPE, SIG_IGN);
+    TD_LOG_INFO(&s->log, "listening on http://%s%s%s:%u (models %s, state %s)",
+                strchr(cfg->host, ':') ? "[" : "", cfg->host,
+                strchr(cfg->host, ':') ? "]" : "",
+                (unsigned)td_http_port(s->http), cfg->models_dir,
+                cfg->state_dir);
+    td_registry_scan(&s->registry);
+    return TD_OK;
+
+fail_registry:
+    td_registry_free(&s->registry);
+fail_notify:
+    td_notify_close(&s->notify);
+fail_loop:
+    uv_loop_close(&s->loop);
+    return st;
+}
+
+int td_server_run(td_server *s)
+{
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    /* Let close callbacks run. */
+    while (s->handles_open > 0 && uv_run(&s->loop, UV_RUN_NOWAIT))
+        ;
+    return 0;
+}
+
+void td_server_free(td_server *s)
+{
+    /* Pool work may still hold the loop; the registry is freed only if
+     * nothing is scanning. The process exits right after. */
+    if (!s->registry.scanning) {
+        td_registry_free(&s->registry);
+        uv_loop_close(&s->loop);
+    }
+    td_notify_close(&s->notify);
+}

@@ -1,0 +1,104 @@
+#!/bin/sh
+# The systemd unit as systemd itself judges it: `systemd-analyze verify` is
+# clean, `systemd-analyze security --offline=true` scores an overall exposure
+# of 2.0 or lower, and `make install DESTDIR=...` puts the unit and the
+# example config where the unit's ExecStart= expects them. TAP output.
+#
+# verify insists that ExecStart='s binary exists, and the generated unit
+# names the install path (e.g. /usr/local/bin/tinyd), so the copy that is
+# analysed points ExecStart= at the built server/tinyd, or /bin/true before
+# the daemon exists. Everything else in the unit is analysed unchanged.
+set -u
+
+srcdir=${TD_SRCDIR:-.}
+builddir=${TD_BUILDDIR:-.}
+unit=$builddir/systemd/tinyd.service
+
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    echo "1..0 # SKIP systemd-analyze not found (Debian package systemd)"
+    exit 0
+fi
+if [ ! -f "$unit" ]; then
+    echo "1..0 # SKIP $unit not generated (run make first)"
+    exit 0
+fi
+
+echo "1..7"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/td_systemd.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT INT TERM
+n=0
+ok()   { n=$((n + 1)); echo "ok $n - $1"; }
+fail() { n=$((n + 1)); echo "not ok $n - $1"; }
+skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
+check() { desc=$1; shift; if "$@"; then ok "$desc"; else fail "$desc"; fi; }
+
+# 1. The template was substituted: no @var@ left, ExecStart= absolute.
+exec_line=$(sed -n 's/^ExecStart=//p' "$unit")
+no_placeholders() {
+    ! grep -q '@[a-z_]*@' "$unit" &&
+    case $exec_line in /*/tinyd\ --config\ /*/tinyd/tinyd.conf) true ;; *) false ;; esac
+}
+check "generated unit has absolute paths (ExecStart=$exec_line)" no_placeholders
+
+# 2. What issue 2 asks of the unit, each directive present.
+directives_present() {
+    for d in '^Type=notify$' '^NotifyAccess=main$' \
+             '^ExecReload=/bin/kill -HUP \$MAINPID$' '^WatchdogSec=' \
+             '^Restart=on-failure$' '^DynamicUser=yes$' '^StateDirectory=tinyd$' \
+             '^ConfigurationDirectory=tinyd$' '^Environment=OPENBLAS_NUM_THREADS=1$'; do
+        grep -q "$d" "$unit" || { echo "# missing: $d"; return 1; }
+    done
+}
+check "unit is Type=notify with reload, watchdog, DynamicUser, StateDirectory" \
+    directives_present
+
+bin=$builddir/server/tinyd
+[ -x "$bin" ] || bin=/bin/true
+mkdir -p "$tmp/units"
+sed "s|^ExecStart=[^ ]*|ExecStart=$bin|" "$unit" > "$tmp/units/tinyd.service"
+echo "# analysing with ExecStart=$bin"
+
+# 3. verify: exit 0 and not a single warning.
+out=$(systemd-analyze verify "$tmp/units/tinyd.service" 2>&1); rc=$?
+if [ $rc -eq 0 ] && [ -z "$out" ]; then
+    ok "systemd-analyze verify is clean"
+else
+    printf '%s\n' "$out" | sed 's/^/# /'
+    fail "systemd-analyze verify is clean (exit $rc)"
+fi
+
+# 4. security: overall exposure <= 2.0.
+out=$(systemd-analyze security --offline=true "$tmp/units/tinyd.service" 2>&1)
+score=$(printf '%s\n' "$out" |
+        sed -n 's/.*Overall exposure level for tinyd\.service: \([0-9.]*\).*/\1/p')
+if [ -n "$score" ] && awk -v s="$score" 'BEGIN { exit !(s <= 2.0) }'; then
+    ok "systemd-analyze security: overall exposure $score <= 2.0"
+else
+    printf '%s\n' "$out" | grep -v '✓' | sed 's/^/# /'
+    fail "systemd-analyze security: overall exposure '${score}' <= 2.0"
+fi
+
+# 5-7. make install DESTDIR=...: the unit lands in a systemd/system
+# directory, and the paths its ExecStart= names exist under DESTDIR. A
+# nested make must not inherit the jobserver of the make running us.
+dest=$tmp/dest
+if ! env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s -C "$builddir" install \
+        DESTDIR="$dest" > "$tmp/install.log" 2>&1; then
+    sed 's/^/# /' "$tmp/install.log"
+fi
+installed=$(find "$dest" -path '*/systemd/system/tinyd.service' 2>/dev/null | head -n 1)
+check "make install puts the unit in systemd's unit directory (${installed#$dest})" \
+    test -n "$installed"
+
+conf=$(printf '%s\n' "$exec_line" | sed 's/.* --config //')
+check "make install puts the example config at the unit's --config $conf" \
+    cmp -s "$dest$conf" "$srcdir/systemd/tinyd.conf"
+
+daemon=${exec_line%% *}
+if [ -x "$builddir/server/tinyd" ]; then
+    check "make install puts the daemon at the unit's ExecStart $daemon" \
+        test -x "$dest$daemon"
+else
+    skip "make install puts the daemon at the unit's ExecStart $daemon" \
+        "server/tinyd not built yet"
+fi
