@@ -429,4 +429,9 @@ def _():
                                               "; ".join(map(str, failed[:5]))))
 
 
+@t.test("SIGTERM at the end: exit 0, no sanitizer report on stderr")
+def _():
+    d.check_clean_exit()
+
+
 t.run()
