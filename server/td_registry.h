@@ -55,8 +55,7 @@ typedef struct td_entry {
     char *reason;      /* owned: why the last load failed, or NULL */
     td_file_id tried;  /* the file version last attempted */
     /* Triton-style counters (loop thread). */
-    uint64_t success, failure, inferences, exec_count;
-    uint64_t request_ns, queue_ns, compute_ns;
+    uint64_t success, failure, inferences;
 } td_entry;
 
 typedef void (*td_registry_done_fn)(void *app, int changed, int failed);

@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "td_arena.h"
 #include "td_err.h"
 #include "td_safetensors.h"
 
@@ -57,9 +58,14 @@ typedef struct td_servable_kind {
      * extension. */
     const char *const *(*labels)(const void *impl, int *n);
     /* Fill outputs[i] (one per declared output, in order) with malloc'd
-     * data the caller frees. inputs follow the declared order. */
+     * data the caller frees. inputs follow the declared order; every input
+     * and output has the batch as its leading dimension. scratch is this
+     * worker's arena, reset before the call, at least scratch_bytes(rows)
+     * large. */
     td_status (*infer)(const void *impl, const td_tensor *inputs,
-                       td_tensor *outputs, td_error *err);
+                       td_tensor *outputs, td_arena *scratch, td_error *err);
+    /* Scratch bytes a batch of `rows` needs (NULL: none). */
+    size_t (*scratch_bytes)(const void *impl, int64_t rows);
 } td_servable_kind;
 
 /* NULL-terminated table of every kind this daemon serves. */
