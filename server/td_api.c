@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "td_api.h"
 #include "td_batcher.h"
 #include "td_buf.h"
 #include "td_oip.h"
@@ -34,7 +35,7 @@ static void api_req_free(void *p)
     free(a);
 }
 
-static void respond_json(td_request *req, int status, json_t *obj)
+void td_api_respond_json(td_request *req, int status, json_t *obj)
 {
     char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(9))
                      : NULL;
@@ -73,7 +74,7 @@ static td_entry *find_entry(td_server *s, td_request *req, const td_match *m)
 
 static void server_meta(td_request *req)
 {
-    respond_json(req, 200,
+    td_api_respond_json(req, 200,
                  json_pack("{s:s, s:s, s:[s,s]}", "name", "tinyd", "version",
                            PACKAGE_VERSION, "extensions", "classification",
                            "binary_tensor_data"));
@@ -121,7 +122,7 @@ static void model_meta(td_server *s, td_request *req, const td_match *m)
     }
     if (obj && e->reason)
         json_object_set_new(obj, "reload_error", json_string(e->reason));
-    respond_json(req, 200, obj);
+    td_api_respond_json(req, 200, obj);
 }
 
 static void model_ready(td_server *s, td_request *req, const td_match *m)
@@ -131,7 +132,7 @@ static void model_ready(td_server *s, td_request *req, const td_match *m)
     if (!e)
         return;
     ok = e->model != NULL && !s->draining;
-    respond_json(req, ok ? 200 : 503,
+    td_api_respond_json(req, ok ? 200 : 503,
                  json_pack("{s:s, s:b}", "name", e->name, "ready", ok));
 }
 
@@ -148,7 +149,7 @@ static void models_index(td_server *s, td_request *req)
             json_object_set_new(o, "reason", json_string(e->reason));
         json_array_append_new(arr, o);
     }
-    respond_json(req, 200, json_pack("{s:o*}", "models", arr));
+    td_api_respond_json(req, 200, json_pack("{s:o*}", "models", arr));
 }
 
 /* ------------------------------------------------------------ metrics */
@@ -275,6 +276,16 @@ static void metrics(td_server *s, td_request *req)
                  inferences);
 #undef MODEL_FAMILY
     batch_metrics(s, &b);
+    {
+        unsigned counts[5];
+        int k;
+        td_jobs_counts(&s->jobs, counts);
+        td_buf_printf(&b, "# HELP tinyd_graph_jobs Graph build jobs, by "
+                          "state.\n# TYPE tinyd_graph_jobs gauge\n");
+        for (k = 0; k < 5; k++)
+            td_buf_printf(&b, "tinyd_graph_jobs{state=\"%s\"} %u\n",
+                          td_job_state_name((td_job_state)k), counts[k]);
+    }
     text = td_buf_take(&b, &len);
     if (!text) {
         td_http_respond_error(req, 500, "out of memory");
@@ -426,11 +437,11 @@ void td_api_on_body(void *app, td_request *req)
         server_meta(req);
         break;
     case TD_ROUTE_HEALTH_LIVE:
-        respond_json(req, 200, json_pack("{s:b}", "live", 1));
+        td_api_respond_json(req, 200, json_pack("{s:b}", "live", 1));
         break;
     case TD_ROUTE_HEALTH_READY: {
         int ok = s->ready && !s->draining;
-        respond_json(req, ok ? 200 : 503, json_pack("{s:b}", "ready", ok));
+        td_api_respond_json(req, ok ? 200 : 503, json_pack("{s:b}", "ready", ok));
         break;
     }
     case TD_ROUTE_MODELS:
@@ -447,6 +458,18 @@ void td_api_on_body(void *app, td_request *req)
         break;
     case TD_ROUTE_METRICS:
         metrics(s, req);
+        break;
+    case TD_ROUTE_GRAPH_SUBMIT:
+        td_api_graph_submit(s, req);
+        break;
+    case TD_ROUTE_GRAPH_LIST:
+        td_api_graph_list(s, req);
+        break;
+    case TD_ROUTE_GRAPH_GET:
+        td_api_graph_get(s, req, a->match.name);
+        break;
+    case TD_ROUTE_GRAPH_DELETE:
+        td_api_graph_delete(s, req, a->match.name);
         break;
     default:
         td_http_respond_error(req, 404, "no such endpoint: %s %s",

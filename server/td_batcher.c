@@ -102,7 +102,8 @@ static size_t row_bytes(const td_tensor *t)
 static int mergeable(const td_infer_job *first, const td_infer_job *job)
 {
     int k, d;
-    if (job->model != first->model)
+    if (job->model != first->model ||
+        memcmp(&job->oip.params, &first->oip.params, sizeof job->oip.params))
         return 0;
     for (k = 0; k < first->oip.n_inputs; k++) {
         const td_tensor *a = &first->oip.inputs[k], *c = &job->oip.inputs[k];
@@ -162,8 +163,10 @@ static void chunk_work(uv_work_t *w)
     chunk *c = w->data;
     batch *bt = c->bt;
     const td_servable_kind *kind = bt->model->kind;
+    const td_infer_params *params = &bt->jobs[0]->oip.params;
     size_t need = kind->scratch_bytes
-                      ? kind->scratch_bytes(bt->model->impl, c->r1 - c->r0)
+                      ? kind->scratch_bytes(bt->model->impl, params,
+                                            c->r1 - c->r0)
                       : 0;
     td_arena *scratch;
     int k;
@@ -182,8 +185,8 @@ static void chunk_work(uv_work_t *w)
                                  need);
         return;
     }
-    c->status = kind->infer(bt->model->impl, c->inputs, c->outputs, scratch,
-                            &c->err);
+    c->status = kind->infer(bt->model->impl, c->inputs, params, c->outputs,
+                            scratch, &c->err);
     td_scratch_return(bt->b->scratch, scratch);
     if (c->status != TD_OK)
         memset(c->outputs, 0, sizeof c->outputs);

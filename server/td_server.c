@@ -45,6 +45,14 @@ static void on_scan_done(void *app, int changed, int failed)
         send_ready(s);
 }
 
+/* A graph job produced or removed an oracle: rescan. */
+static void on_oracles_changed(void *app)
+{
+    td_server *s = app;
+    if (!s->draining)
+        td_registry_scan(&s->registry);
+}
+
 static void on_watchdog(uv_timer_t *t)
 {
     td_server *s = t->data;
@@ -84,6 +92,8 @@ static void finish_shutdown(td_server *s)
     close_handle(s, (uv_handle_t *)&s->sig_int);
     close_handle(s, (uv_handle_t *)&s->sig_hup);
     td_batcher_close(&s->batcher);
+    td_jobs_stop(&s->jobs);
+    td_jobs_close(&s->jobs);
     /* Work still on the pool (an abandoned request, a scan) must not keep
      * the process alive past the drain. */
     uv_stop(&s->loop);
@@ -159,8 +169,15 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
     st = td_notify_init(&s->notify, err);
     if (st != TD_OK)
         goto fail_loop;
-    st = td_registry_init(&s->registry, &s->loop, cfg->models_dir, &s->log,
-                          on_scan_done, s, err);
+    {
+        char oracles[4096 + 16];
+        const char *dirs[2];
+        snprintf(oracles, sizeof oracles, "%s/oracles", cfg->state_dir);
+        dirs[0] = cfg->models_dir;
+        dirs[1] = oracles;
+        st = td_registry_init(&s->registry, &s->loop, dirs, 2, &s->log,
+                              on_scan_done, s, err);
+    }
     if (st != TD_OK)
         goto fail_notify;
     /* A pool thread borrows at most one arena at a time. */
@@ -170,6 +187,11 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
     }
     td_batcher_init(&s->batcher, &s->loop, &s->scratch, cfg->threads,
                     (int)cfg->max_batch, cfg->batch_delay_us);
+    s->cfg_oracle_mode = "labels";
+    st = td_jobs_init(&s->jobs, &s->loop, cfg->state_dir, 16, &s->log,
+                      on_oracles_changed, s, err);
+    if (st != TD_OK)
+        goto fail_batcher;
 
     memset(&hopt, 0, sizeof hopt);
     hopt.host = cfg->host;
@@ -208,6 +230,9 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
     return TD_OK;
 
 fail_registry:
+    td_jobs_stop(&s->jobs);
+    td_jobs_close(&s->jobs);
+fail_batcher:
     td_batcher_close(&s->batcher);
     td_scratch_free(&s->scratch);
 fail_registry_only:
