@@ -429,6 +429,56 @@ def _():
                                               "; ".join(map(str, failed[:5]))))
 
 
+@t.test("dynamic batching: concurrent requests of mixed sizes, two models, "
+        "and bad requests among them, each answered on its own")
+def _():
+    b = tdtest.Daemon(args=["--max-batch", "4", "--batch-delay-us", "20000",
+                            "--threads", "2"])
+    try:
+        LIN.save(b.repo, "lin")
+        other = tdtest.Linear.seeded(14, classes=5, features=7)
+        other.save(b.repo, "other")
+        b.start()
+        n = 40
+        results = [None] * n
+        barrier = threading.Barrier(n)
+
+        def client(i):
+            model, lin = (("lin", LIN), ("other", other))[i % 2]
+            rows = lin.inputs(1 + i % 9, seed=300 + i)   # 1..9 rows
+            body = infer_body(rows, id=str(i))
+            if i % 7 == 3:
+                body["inputs"][0]["shape"] = [len(rows), 6]  # bad on purpose
+            try:
+                barrier.wait(30)
+                r = b.infer(model, body, timeout=30)
+                if i % 7 == 3:
+                    eq(r.status, 400, "bad request %d status" % i)
+                else:
+                    eq(r.status, 200, "status (%r)" % r.body[:200])
+                    eq(r.json().get("id"), str(i), "id")
+                    shape, data = tdtest.logits_of(r)
+                    eq(shape, [len(rows), lin.classes], "shape")
+                    tdtest.close_enough(data, flatten(lin.expected(rows)),
+                                        "logits")
+                results[i] = "ok"
+            except Exception as e:
+                results[i] = "client %d: %r" % (i, e)
+
+        threads = [threading.Thread(target=client, args=(i,))
+                   for i in range(n)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        failed = [r for r in results if r != "ok"]
+        check(not failed, "%d of %d failed: %s"
+              % (len(failed), n, "; ".join(map(str, failed[:5]))))
+        b.check_clean_exit()
+    finally:
+        b.close()
+
+
 @t.test("SIGTERM at the end: exit 0, no sanitizer report on stderr")
 def _():
     d.check_clean_exit()
