@@ -174,7 +174,7 @@ static void on_progress(void *ctx, double fraction, const char *phase)
  * where it publishes state. */
 static void run_job(td_jobs *J, td_job *job)
 {
-    char graph_path[4300], oracle_path[4300];
+    char graph_path[4400], oracle_path[4400];
     td_error err;
     td_status st = TD_OK;
     td_graph_read_opts ropts;
@@ -566,7 +566,7 @@ td_status td_jobs_delete(td_jobs *J, const char *id, td_error *err)
         atomic_store(&job->cancel, 1); /* the build stops at its next check */
     } else {
         if (job->state == TD_JOB_READY) {
-            char path[4300];
+            char path[4400];
             snprintf(path, sizeof path, "%s/%s.safetensors", J->oracle_dir,
                      job->spec.name);
             unlink(path);
