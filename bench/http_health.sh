@@ -41,7 +41,14 @@ have_tinyd=0
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/td_http_health.XXXXXX") || exit 1
 pids=()
 cleanup() {
+    local p i
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+    for i in $(seq 1 30); do   # up to 3 s to stop, then no more waiting
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && break; done
+        kill -0 "$p" 2>/dev/null || break
+        sleep 0.1
+    done
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
     wait 2>/dev/null
     rm -rf "$tmp"
 }
