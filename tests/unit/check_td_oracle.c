@@ -439,6 +439,9 @@ START_TEST(test_progress_and_cancel)
 }
 END_TEST
 
+static double check_treecover(const td_graph *g, double eps, uint32_t K,
+                              uint32_t pairs, td_oracle *o);
+
 START_TEST(test_save_load_roundtrip_and_corruption)
 {
     char dir[] = "/tmp/td_oracle_XXXXXX", path[128];
@@ -488,6 +491,23 @@ START_TEST(test_save_load_roundtrip_and_corruption)
     /* A file that is not an oracle. */
     ck_assert_int_eq(td_file_write_atomic(path, "junk", 4, &err), TD_OK);
     ck_assert_int_ne(td_oracle_load(path, &l, &err), TD_OK);
+
+    /* The tree-cover mode round-trips too. */
+    td_oracle_free(&o);
+    check_treecover(&g, 0.3, 8, 200, &o);
+    ck_assert_msg(td_oracle_save(&o, path, &err) == TD_OK, "%s", err.msg);
+    ck_assert_msg(td_oracle_load(path, &l, &err) == TD_OK, "%s", err.msg);
+    ck_assert_uint_eq(l.mode, TD_ORACLE_TREECOVER);
+    ck_assert_uint_eq(l.n_trees, o.n_trees);
+    ck_assert(l.factor == o.factor);
+    for (uint32_t k = 0; k < 3000; k++) {
+        uint32_t u = rnd() % g.n, v = rnd() % g.n;
+        double a, b;
+        ck_assert_int_eq(td_oracle_query(&o, u, v, &a, NULL, &err), TD_OK);
+        ck_assert_int_eq(td_oracle_query(&l, u, v, &b, NULL, &err), TD_OK);
+        ck_assert(a == b);
+    }
+    td_oracle_free(&l);
     unlink(path);
     rmdir(dir);
     td_oracle_free(&o);
