@@ -7,9 +7,10 @@
  *   TD_ORACLE_TREECOVER  the paper's route (oracle.md §1.2-1.4): shortcut
  *                        partitions per distance scale, cluster-portal
  *                        trees (at most max_trees per scale), query = min
- *                        over trees of an O(1) LCA distance. Proven 1+eps
- *                        only for pairs whose certifying piece was kept, so
- *                        its factor is reported as unbounded (INFINITY).
+ *                        over trees of an O(1) LCA distance. Its factor is
+ *                        1 + 4 max(tau/L) (at most 1 + 0.8 eps) when no piece
+ *                        was dropped and no weight is 0, else INFINITY (no
+ *                        guarantee; measured stretch is reported instead).
  * Every answer is an upper bound d_hat >= d(u,v) (the length of a real
  * walk), reported with its guaranteed factor: d(u,v) <= d_hat <=
  * factor * d(u,v). "No path" (different components) is INFINITY.
