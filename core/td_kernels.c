@@ -106,6 +106,8 @@ HOT void td_k_sigmoid(float *x, size_t n)
         x[i] = sigmoid1(x[i]);
 }
 
+/* The three variants are separate loops (not one loop with branches) so
+ * every inner loop is straight-line vector code at -O2. */
 HOT void td_k_bias_act(float *restrict x, size_t rows, int c,
                        const float *restrict bias, int silu,
                        float *restrict chan_sum)
@@ -116,19 +118,26 @@ HOT void td_k_bias_act(float *restrict x, size_t rows, int c,
         memset(chan_sum, 0, (size_t)c * sizeof *chan_sum);
     for (p = 0; p < rows; p++) {
         float *restrict row = x + p * (size_t)c;
-        for (j = 0; j + 8 <= c; j += 8) {
-            v8f v = ld8(row + j) + ld8(bias + j);
-            if (silu)
-                v = silu8(v);
-            st8(row + j, v);
-            if (chan_sum)
+        if (!silu) {
+            for (j = 0; j + 8 <= c; j += 8)
+                st8(row + j, ld8(row + j) + ld8(bias + j));
+            for (; j < c; j++)
+                row[j] += bias[j];
+        } else if (!chan_sum) {
+            for (j = 0; j + 8 <= c; j += 8)
+                st8(row + j, silu8(ld8(row + j) + ld8(bias + j)));
+            for (; j < c; j++)
+                row[j] = silu1(row[j] + bias[j]);
+        } else {
+            for (j = 0; j + 8 <= c; j += 8) {
+                v8f v = silu8(ld8(row + j) + ld8(bias + j));
+                st8(row + j, v);
                 st8(chan_sum + j, ld8(chan_sum + j) + v);
-        }
-        for (; j < c; j++) {
-            float v = row[j] + bias[j];
-            row[j] = silu ? silu1(v) : v;
-            if (chan_sum)
+            }
+            for (; j < c; j++) {
+                row[j] = silu1(row[j] + bias[j]);
                 chan_sum[j] += row[j];
+            }
         }
     }
 }
@@ -163,30 +172,49 @@ void td_k_im2col_nchw(const float *restrict in, int n, int cin, int h, int w,
     }
 }
 
-/* One output pixel, channels [cb, cb + 8*nv): the valid taps accumulate in
- * nv vector registers, then bias and silu. nv is a constant after
- * inlining, so the accumulators stay in registers. */
-INLINE void dw_tile(const float *restrict in, size_t rowstride, int c,
-                    const float *restrict wt, const float *restrict bias,
-                    int k, int iy0, int ix0, int ky0, int ky1, int kx0,
-                    int kx1, int cb, int nv, float *restrict o)
+/* One output pixel, channels [cb, cb + 32) or [cb, cb + 8): the valid taps
+ * accumulate in named vector registers (written out, not as an array, so
+ * they stay in registers at -O2), then bias and silu. */
+INLINE void dw_tile4(const float *restrict in, size_t rowstride, int c,
+                     const float *restrict wt, const float *restrict bias,
+                     int k, int iy0, int ix0, int ky0, int ky1, int kx0,
+                     int kx1, int cb, float *restrict o)
 {
-    v8f acc[4];
-    int v, ky, kx;
-    for (v = 0; v < nv; v++)
-        acc[v] = ld8(bias + cb + 8 * v);
+    v8f a0 = ld8(bias + cb), a1 = ld8(bias + cb + 8),
+        a2 = ld8(bias + cb + 16), a3 = ld8(bias + cb + 24);
+    int ky, kx;
     for (ky = ky0; ky < ky1; ky++) {
-        const float *irow = in + (size_t)(iy0 + ky) * rowstride + cb;
-        const float *wrow = wt + (size_t)ky * k * c + cb;
-        for (kx = kx0; kx < kx1; kx++) {
-            const float *ip = irow + (size_t)(ix0 + kx) * c;
-            const float *wp = wrow + (size_t)kx * c;
-            for (v = 0; v < nv; v++)
-                acc[v] += ld8(ip + 8 * v) * ld8(wp + 8 * v);
+        const float *ip = in + (size_t)(iy0 + ky) * rowstride +
+                          (size_t)(ix0 + kx0) * c + cb;
+        const float *wp = wt + ((size_t)ky * k + kx0) * c + cb;
+        for (kx = kx0; kx < kx1; kx++, ip += c, wp += c) {
+            a0 += ld8(ip) * ld8(wp);
+            a1 += ld8(ip + 8) * ld8(wp + 8);
+            a2 += ld8(ip + 16) * ld8(wp + 16);
+            a3 += ld8(ip + 24) * ld8(wp + 24);
         }
     }
-    for (v = 0; v < nv; v++)
-        st8(o + cb + 8 * v, silu8(acc[v]));
+    st8(o + cb, silu8(a0));
+    st8(o + cb + 8, silu8(a1));
+    st8(o + cb + 16, silu8(a2));
+    st8(o + cb + 24, silu8(a3));
+}
+
+INLINE void dw_tile1(const float *restrict in, size_t rowstride, int c,
+                     const float *restrict wt, const float *restrict bias,
+                     int k, int iy0, int ix0, int ky0, int ky1, int kx0,
+                     int kx1, int cb, float *restrict o)
+{
+    v8f a0 = ld8(bias + cb);
+    int ky, kx;
+    for (ky = ky0; ky < ky1; ky++) {
+        const float *ip = in + (size_t)(iy0 + ky) * rowstride +
+                          (size_t)(ix0 + kx0) * c + cb;
+        const float *wp = wt + ((size_t)ky * k + kx0) * c + cb;
+        for (kx = kx0; kx < kx1; kx++, ip += c, wp += c)
+            a0 += ld8(ip) * ld8(wp);
+    }
+    st8(o + cb, silu8(a0));
 }
 
 HOT void td_k_dwconv_silu(const float *restrict in, int h, int w, int c,
@@ -210,11 +238,11 @@ HOT void td_k_dwconv_silu(const float *restrict in, int h, int w, int c,
             int kx1 = w - ix0 < k ? w - ix0 : k;
             float *restrict o = out + ((size_t)oy * wo + ox) * c;
             for (cb = 0; cb + 32 <= c; cb += 32)
-                dw_tile(in, rowstride, c, wt, bias, k, iy0, ix0, ky0, ky1,
-                        kx0, kx1, cb, 4, o);
+                dw_tile4(in, rowstride, c, wt, bias, k, iy0, ix0, ky0, ky1,
+                         kx0, kx1, cb, o);
             for (; cb + 8 <= c; cb += 8)
-                dw_tile(in, rowstride, c, wt, bias, k, iy0, ix0, ky0, ky1,
-                        kx0, kx1, cb, 1, o);
+                dw_tile1(in, rowstride, c, wt, bias, k, iy0, ix0, ky0, ky1,
+                         kx0, kx1, cb, o);
             for (; cb < c; cb++) { /* channel tail */
                 float acc = bias[cb];
                 for (ky = ky0; ky < ky1; ky++)
