@@ -434,6 +434,39 @@ START_TEST(test_se_against_naive)
 }
 END_TEST
 
+START_TEST(test_sgemm_all_paths)
+{
+    /* 1 and 2 rows go through sgemv, more through sgemm; beta 0 and 1 */
+    static const int ms[] = {1, 2, 3, 17};
+    int k = 37, n = 29;
+    size_t mi;
+    for (mi = 0; mi < 4; mi++) {
+        int m = ms[mi], i, j, t;
+        float *a = malloc((size_t)m * k * 4), *b = malloc((size_t)k * n * 4);
+        float *c = malloc((size_t)m * n * 4), *c0 = malloc((size_t)m * n * 4);
+        fill(a, (size_t)m * k, 1);
+        fill(b, (size_t)k * n, 1);
+        fill(c0, (size_t)m * n, 1);
+        for (t = 0; t < 2; t++) {
+            memcpy(c, c0, (size_t)m * n * 4);
+            td_sgemm(m, n, k, a, k, b, n, (float)t, c, n);
+            for (i = 0; i < m; i++)
+                for (j = 0; j < n; j++) {
+                    double acc = t ? c0[i * n + j] : 0;
+                    int q;
+                    for (q = 0; q < k; q++)
+                        acc += (double)a[i * k + q] * b[q * n + j];
+                    ck_assert(fabs(c[i * n + j] - acc) <= 1e-4 * (1 + fabs(acc)));
+                }
+        }
+        free(a);
+        free(b);
+        free(c);
+        free(c0);
+    }
+}
+END_TEST
+
 START_TEST(test_pool_softmax_bias)
 {
     float x[2 * 3 * 4], pooled[2 * 4], b[4] = {1, -1, 0.5f, 0}, s[2 * 4];
@@ -759,6 +792,7 @@ static Suite *tinynet_suite(void)
     tcase_add_test(tk, test_depthwise_against_naive);
     tcase_add_test(tk, test_stem_conv_against_naive);
     tcase_add_test(tk, test_se_against_naive);
+    tcase_add_test(tk, test_sgemm_all_paths);
     tcase_add_test(tk, test_pool_softmax_bias);
     tcase_add_test(tm, test_timm_checkpoint_with_sidecar);
     tcase_add_test(tm, test_our_format_and_save_roundtrip);
