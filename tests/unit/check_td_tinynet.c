@@ -743,6 +743,94 @@ START_TEST(test_bad_files_name_the_tensor)
 }
 END_TEST
 
+static void write_text(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    ck_assert_ptr_nonnull(fp);
+    fputs(text, fp);
+    ck_assert_int_eq(fclose(fp), 0);
+}
+
+/* Copy a fixture's tensors with new metadata (NULL: none). */
+static void copy_with_meta(const char *fixture, const char *out,
+                           const char *const *kv)
+{
+    char path[4096];
+    td_st_file f;
+    td_st_writer *w = td_st_writer_new();
+    td_error err;
+    size_t i;
+    fixture_path(path, sizeof path, fixture);
+    ck_assert_int_eq(td_st_open(&f, path, &err), TD_OK);
+    for (i = 0; i < f.n_tensors; i++)
+        ck_assert_int_eq(td_st_writer_add(w, f.tensors[i].name,
+                                          f.tensors[i].dtype, f.tensors[i].ndim,
+                                          f.tensors[i].shape, f.tensors[i].data,
+                                          &err),
+                         TD_OK);
+    for (; kv && kv[0]; kv += 2)
+        ck_assert_int_eq(td_st_writer_meta(w, kv[0], kv[1], &err), TD_OK);
+    ck_assert_int_eq(td_st_writer_write(w, out, &err), TD_OK);
+    td_st_writer_free(w);
+    td_st_close(&f);
+}
+
+START_TEST(test_bad_metadata_and_sidecars)
+{
+    char out[128], side[160];
+    td_tinynet *m;
+    td_error err;
+    static const char *const wrong_kind[] = {"kind", "linear", NULL};
+    static const char *const few_labels[] = {
+        "kind", "tinynet", "r", "0.15", "d", "0.8", "w", "0.1",
+        "labels", "[\"a\",\"b\"]", NULL};
+    static const char *const bad_num[] = {"kind", "tinynet", "r", "0.15",
+                                          "d", "abc", "w", "0.1", NULL};
+    static const char *const folded[] = {"kind", "tinynet", "bn", "folded",
+                                         "r", "0.15", "d", "0.8", "w", "0.1",
+                                         NULL};
+    make_tmpdir();
+    snprintf(out, sizeof out, "%s/m.safetensors", tmpdir);
+    snprintf(side, sizeof side, "%s/m.json", tmpdir);
+    copy_with_meta("tiny_ours.safetensors", out, wrong_kind);
+    ck_assert_int_eq(td_tinynet_load(&m, out, NULL, &err), TD_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "\"kind\""));
+    copy_with_meta("tiny_ours.safetensors", out, few_labels);
+    ck_assert_int_eq(td_tinynet_load(&m, out, NULL, &err), TD_EFORMAT);
+    ck_assert_msg(strstr(err.msg, "2 entries") && strstr(err.msg, "5 classes"),
+                  "%s", err.msg);
+    copy_with_meta("tiny_ours.safetensors", out, bad_num);
+    ck_assert_int_eq(td_tinynet_load(&m, out, NULL, &err), TD_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "\"d\""));
+    /* claims folded BN but has BN tensors and no conv biases */
+    copy_with_meta("tiny_ours.safetensors", out, folded);
+    ck_assert_int_eq(td_tinynet_load(&m, out, NULL, &err), TD_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "missing tensor \"conv_stem.bias\""));
+    /* a timm checkpoint with a broken or wrong sidecar */
+    copy_with_meta("tiny_timm.safetensors", out, NULL);
+    write_text(side, "{\"r\": 0.18, \"d\": 0.5,");
+    ck_assert_int_eq(td_tinynet_load(&m, out, NULL, &err), TD_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "m.json"));
+    write_text(side, "{\"variant\": \"tinynet_q\"}");
+    ck_assert_int_eq(td_tinynet_load(&m, out, NULL, &err), TD_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "tinynet_q"));
+    write_text(side, "{\"r\": 0.18, \"d\": 0.5, \"w\": 0.15, "
+                     "\"mean\": [0.1, 0.2]}");
+    ck_assert_int_eq(td_tinynet_load(&m, out, NULL, &err), TD_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(err.msg, "\"mean\""));
+    write_text(side, "{\"r\": 0.18, \"d\": 0.5, \"w\": 0.15, "
+                     "\"mean\": [0.1, 0.2, 0.3], \"std\": [1, 2, 3]}");
+    ck_assert_msg(td_tinynet_load(&m, out, NULL, &err) == TD_OK, "%s",
+                  err.msg);
+    ck_assert(fabsf(m->std[2] - 3.0f) < 1e-7f);
+    ck_assert_str_eq(m->interpolation, "bicubic");
+    td_tinynet_free(m);
+    unlink(side);
+    unlink(out);
+    rmdir(tmpdir);
+}
+END_TEST
+
 START_TEST(test_forward_scratch_and_nan)
 {
     td_tn_arch a;
@@ -798,6 +886,7 @@ static Suite *tinynet_suite(void)
     tcase_add_test(tm, test_our_format_and_save_roundtrip);
     tcase_add_test(tm, test_config_argument_and_missing_arch);
     tcase_add_test(tm, test_bad_files_name_the_tensor);
+    tcase_add_test(tm, test_bad_metadata_and_sidecars);
     tcase_add_test(tm, test_forward_scratch_and_nan);
     suite_add_tcase(s, ta);
     suite_add_tcase(s, tk);
