@@ -832,9 +832,27 @@ static void fwd_sizes_of(const td_tn_arch *a, int n, int h, int w,
     s->b = zmax(s->b, hw * a->head);
 }
 
+/* Sizes the forward pass accepts: every row count handed to BLAS must fit
+ * an int (offsets are size_t everywhere else). */
+#define MAX_BATCH 65536
+#define MAX_SIDE 8192
+static int sizes_ok(int n, int h, int w)
+{
+    size_t rows;
+    if (n < 1 || h < 1 || w < 1 || n > MAX_BATCH || h > MAX_SIDE ||
+        w > MAX_SIDE)
+        return 0;
+    /* rows after the stride-2 stem: the largest matrix height */
+    rows = (size_t)n * (size_t)td_tn_conv_out(h, TD_TN_STEM_K, 2) *
+           (size_t)td_tn_conv_out(w, TD_TN_STEM_K, 2);
+    return rows <= (size_t)(INT32_MAX / 8);
+}
+
 size_t td_tinynet_scratch_bytes(const td_tinynet *m, int n, int h, int w)
 {
     fwd_sizes s;
+    if (!sizes_ok(n, h, w))
+        return SIZE_MAX;
     fwd_sizes_of(&m->arch, n, h, w, &s);
     return td_arena_round(s.a * sizeof(float)) +
            td_arena_round(s.b * sizeof(float)) +
@@ -853,11 +871,11 @@ td_status td_tinynet_forward(const td_tinynet *m, td_arena *scratch,
     float *A, *B, *C, *sums, *setmp, *pooled;
     fwd_sizes s;
     int i, img, cin, hh, ww;
-    if (n < 1 || h < 1 || w < 1 || h > 8192 || w > 8192)
+    if (!sizes_ok(n, h, w))
         return td_error_set(err, TD_EINVAL,
-                            "input [%d,3,%d,%d]: batch and sizes must be "
-                            "1..8192",
-                            n, h, w);
+                            "input [%d,3,%d,%d]: batch 1..%d, sides 1..%d, "
+                            "at most %d stem pixels in all",
+                            n, h, w, MAX_BATCH, MAX_SIDE, INT32_MAX / 8);
     fwd_sizes_of(a, n, h, w, &s);
     A = td_arena_alloc(scratch, s.a * sizeof(float));
     B = td_arena_alloc(scratch, s.b * sizeof(float));

@@ -97,7 +97,8 @@ void td_tinynet_free(td_tinynet *m);
 td_status td_tinynet_save(const td_tinynet *m, const char *path,
                           td_error *err);
 
-/* Bytes of arena a forward pass of n images of h x w pixels needs. */
+/* Bytes of arena a forward pass of n images of h x w pixels needs;
+ * SIZE_MAX for sizes td_tinynet_forward refuses. */
 size_t td_tinynet_scratch_bytes(const td_tinynet *m, int n, int h, int w);
 
 /* Logits for n images. in: (N, 3, H, W) NCHW, already normalised;

@@ -855,6 +855,14 @@ START_TEST(test_forward_scratch_and_nan)
     ck_assert_int_eq(td_arena_init(&ar, need, &err), TD_OK);
     ck_assert_int_eq(td_tinynet_forward(m, &ar, in, 0, 21, 17, logits, &err),
                      TD_EINVAL);
+    ck_assert_int_eq(td_tinynet_forward(m, &ar, in, 2, 21, 9000, logits,
+                                        &err),
+                     TD_EINVAL);
+    ck_assert_int_eq(td_tinynet_forward(m, &ar, in, 65536, 8192, 8192, logits,
+                                        &err),
+                     TD_EINVAL);
+    ck_assert_uint_eq(td_tinynet_scratch_bytes(m, 65536, 8192, 8192),
+                      SIZE_MAX);
     /* NaN in: answered (NaN out), no crash */
     in[5] = NAN;
     ck_assert_int_eq(td_tinynet_forward(m, &ar, in, 2, 21, 17, logits, &err),
