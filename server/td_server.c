@@ -83,6 +83,7 @@ static void finish_shutdown(td_server *s)
     close_handle(s, (uv_handle_t *)&s->sig_term);
     close_handle(s, (uv_handle_t *)&s->sig_int);
     close_handle(s, (uv_handle_t *)&s->sig_hup);
+    td_batcher_close(&s->batcher);
     /* Work still on the pool (an abandoned request, a scan) must not keep
      * the process alive past the drain. */
     uv_stop(&s->loop);
@@ -158,10 +159,24 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
     st = td_notify_init(&s->notify, err);
     if (st != TD_OK)
         goto fail_loop;
-    st = td_registry_init(&s->registry, &s->loop, cfg->models_dir, &s->log,
-                          on_scan_done, s, err);
+    {
+        char oracles[4096 + 16];
+        const char *dirs[2];
+        snprintf(oracles, sizeof oracles, "%s/oracles", cfg->state_dir);
+        dirs[0] = cfg->models_dir;
+        dirs[1] = oracles;
+        st = td_registry_init(&s->registry, &s->loop, dirs, 2, &s->log,
+                              on_scan_done, s, err);
+    }
     if (st != TD_OK)
         goto fail_notify;
+    /* A pool thread borrows at most one arena at a time. */
+    if (td_scratch_init(&s->scratch, (int)cfg->threads) != 0) {
+        st = td_error_set(err, TD_ENOMEM, "out of memory");
+        goto fail_registry_only;
+    }
+    td_batcher_init(&s->batcher, &s->loop, &s->scratch, cfg->threads,
+                    (int)cfg->max_batch, cfg->batch_delay_us);
 
     memset(&hopt, 0, sizeof hopt);
     hopt.host = cfg->host;
@@ -200,6 +215,9 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
     return TD_OK;
 
 fail_registry:
+    td_batcher_close(&s->batcher);
+    td_scratch_free(&s->scratch);
+fail_registry_only:
     td_registry_free(&s->registry);
 fail_notify:
     td_notify_close(&s->notify);

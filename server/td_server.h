@@ -13,6 +13,9 @@
 
 #include <uv.h>
 
+#include "td_batcher.h"
+#include "td_scratch.h"
+
 #include "td_config.h"
 #include "td_http.h"
 #include "td_log.h"
@@ -28,6 +31,8 @@ typedef struct td_server {
     td_http *http;
     td_registry registry;
     td_metrics metrics;
+    td_scratch_pool scratch;  /* one arena per pool thread */
+    td_batcher batcher;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t watchdog;
     uv_timer_t drain;
