@@ -111,8 +111,10 @@ static td_status probe_jpeg(const unsigned char *b, size_t len, int *w,
                                 "jpeg: file ends before the frame header "
                                 "(SOF)");
         m = b[p++];
-        if (m == 0x01 || (m >= 0xD0 && m <= 0xD7))
-            continue; /* TEM, RSTn: no length */
+        /* FF 00 is a stuffed data byte, not a marker; TEM and RSTn have no
+         * length. libjpeg skips all three the same way. */
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7))
+            continue;
         if (m == 0xD8 || m == 0xD9 || m == 0xDA)
             return td_error_set(err, TD_EFORMAT,
                                 "jpeg: marker 0x%02X before the frame "
@@ -253,9 +255,17 @@ static void jpeg_fail(j_common_ptr c)
 {
     jpeg_job *job = c->client_data;
     char text[JMSG_LENGTH_MAX];
+    int code = c->err->msg_code;
     c->err->format_message(c, text);
     snprintf(job->msg, sizeof job->msg, "%s", text);
-    job->status = TD_EFORMAT;
+    /* Valid JPEGs this build cannot decode (12-bit, lossless, DNL) are
+     * "unsupported", not "malformed". */
+    job->status = code == JERR_BAD_PRECISION || code == JERR_NOT_COMPILED ||
+                          code == JERR_SOF_UNSUPPORTED ||
+                          code == JERR_ARITH_NOTIMPL ||
+                          code == JERR_EMPTY_IMAGE
+                      ? TD_EUNSUPPORTED
+                      : TD_EFORMAT;
     longjmp(job->jb, 1);
 }
 

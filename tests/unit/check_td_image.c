@@ -520,6 +520,39 @@ START_TEST(test_huge_header_refused_before_decoding)
 }
 END_TEST
 
+/* Well-formed headers of JPEG processes libjpeg-turbo's 8-bit API does not
+ * decode: 12-bit precision, lossless (SOF3). Unsupported, not malformed. */
+START_TEST(test_jpeg_unsupported_variants)
+{
+    unsigned char *rgb = pattern_rgb(16, 16);
+    membuf j = encode_jpeg(16, 16, 3, JCS_RGB, rgb, 90, 0);
+    size_t sof = 0;
+    td_image img;
+    td_error err;
+    for (size_t p = 2; p + 1 < j.len; p++)
+        if (j.data[p] == 0xFF && j.data[p + 1] == 0xC0) {
+            sof = p;
+            break;
+        }
+    ck_assert_uint_gt(sof, 0);
+    j.data[sof + 4] = 12; /* sample precision */
+    ck_assert_int_eq(td_image_decode(j.data, j.len, NULL, &img, &err),
+                     TD_EUNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(err.msg, "precision"));
+    j.data[sof + 4] = 8;
+    j.data[sof + 1] = 0xC3;
+    ck_assert_int_eq(td_image_decode(j.data, j.len, NULL, &img, &err),
+                     TD_EUNSUPPORTED);
+    ck_assert_ptr_null(img.rgb);
+    j.data[sof + 1] = 0xC0;
+    ck_assert_int_eq(td_image_decode(j.data, j.len, NULL, &img, &err),
+                     TD_OK);
+    td_image_free(&img);
+    free(j.data);
+    free(rgb);
+}
+END_TEST
+
 /* ------------------------------------------------------------ transform */
 
 /* Against torchvision (PIL resize, CenterCrop, ToTensor, Normalize) on the
@@ -690,6 +723,7 @@ static Suite *image_suite(void)
     tcase_add_test(tc, test_jpeg_truncated_and_corrupt);
     tcase_add_test(tc, test_png_truncated_and_corrupt);
     tcase_add_test(tc, test_huge_header_refused_before_decoding);
+    tcase_add_test(tc, test_jpeg_unsupported_variants);
     tcase_add_test(tc, test_preprocess_matches_torchvision);
     tcase_add_test(tc, test_preprocess_identity_and_padding);
     tcase_add_test(tc, test_transform_validation_and_scratch);
