@@ -745,7 +745,7 @@ static size_t mul_sz(size_t a, size_t b)
 }
 
 static void plan_scratch(const axis_plan *ax, const axis_plan *ay,
-                         int channels, int grayscale, scratch_plan *s)
+                         int channels, scratch_plan *s)
 {
     size_t nx = (size_t)(ax->hi - ax->lo), ny = (size_t)(ay->hi - ay->lo);
     size_t kmax = (size_t)(ax->ksize > ay->ksize ? ax->ksize : ay->ksize);
@@ -754,7 +754,6 @@ static void plan_scratch(const axis_plan *ax, const axis_plan *ay,
     s->ky = td_arena_round(mul_sz(mul_sz(ny, (size_t)ay->ksize), 4));
     s->by = td_arena_round(mul_sz(ny, 2 * sizeof(int)));
     s->pre = td_arena_round(mul_sz(kmax, sizeof(double)));
-    (void)grayscale;
     s->row = td_arena_round(
         mul_sz(mul_sz((size_t)ax->src, HROWS), (size_t)channels));
     s->acc = td_arena_round(mul_sz(mul_sz(nx ? nx : 1, (size_t)channels),
@@ -774,8 +773,7 @@ size_t td_image_preprocess_scratch(const td_image_transform *tf, int src_w,
     if (td_image_transform_check(tf, NULL) != TD_OK ||
         plan(tf, src_w, src_h, &ax, &ay) != 0)
         return SIZE_MAX;
-    plan_scratch(&ax, &ay, td_image_transform_channels(tf), tf->grayscale,
-                 &s);
+    plan_scratch(&ax, &ay, td_image_transform_channels(tf), &s);
     return s.total;
 }
 
@@ -832,8 +830,9 @@ static void coeffs(const axis_plan *a, td_interp interp, int32_t *k,
 }
 
 /* PIL's clip8: the rounded accumulator back to a byte. Accumulators are
- * int32 as in PIL: |sum| <= 255 * sum|w| * 2^22 + 2^21 and sum|w| <= 1.25
- * for these filters, so 1.34e9 at most, inside INT32_MAX. */
+ * int32 as in PIL: a partial sum is at most 255 * (sum of positive
+ * weights) * 2^22 + 2^21, and the positive weights of a normalised
+ * BICUBIC sample sum to at most 1.14, so 1.2e9 < INT32_MAX. */
 static inline uint8_t clip8(int32_t acc)
 {
     if (acc <= 0)
@@ -937,7 +936,7 @@ td_status td_image_preprocess(const td_image *img,
                             "crop_pct %g", img->width, img->height,
                             tf->out_w, tf->out_h, tf->crop_pct);
     channels = td_image_transform_channels(tf);
-    plan_scratch(&ax, &ay, channels, tf->grayscale, &sp);
+    plan_scratch(&ax, &ay, channels, &sp);
     if (sp.total == SIZE_MAX)
         return td_error_set(err, TD_ETOOBIG,
                             "preprocess: scratch for %dx%d overflows",
