@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "td_api.h"
 #include "td_batcher.h"
 #include "td_buf.h"
 #include "td_oip.h"
@@ -16,25 +17,16 @@
 
 #define JSON_TYPE "application/json"
 
-/* Per-request state kept in req->route_data. */
-typedef struct api_req {
-    td_match match;
-    td_infer_job *job;        /* inference: parsed on the pool, then handed
-                                 to the batcher (which frees it) */
-    size_t json_len;
-    int64_t rows;             /* for metrics, once answered */
-} api_req;
-
 static void api_req_free(void *p)
 {
-    api_req *a = p;
+    td_api_req *a = p;
     if (!a)
         return;
     td_infer_job_free(a->job);
     free(a);
 }
 
-static void respond_json(td_request *req, int status, json_t *obj)
+void td_api_respond_json(td_request *req, int status, json_t *obj)
 {
     char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(9))
                      : NULL;
@@ -73,7 +65,7 @@ static td_entry *find_entry(td_server *s, td_request *req, const td_match *m)
 
 static void server_meta(td_request *req)
 {
-    respond_json(req, 200,
+    td_api_respond_json(req, 200,
                  json_pack("{s:s, s:s, s:[s,s]}", "name", "tinyd", "version",
                            PACKAGE_VERSION, "extensions", "classification",
                            "binary_tensor_data"));
@@ -121,7 +113,7 @@ static void model_meta(td_server *s, td_request *req, const td_match *m)
     }
     if (obj && e->reason)
         json_object_set_new(obj, "reload_error", json_string(e->reason));
-    respond_json(req, 200, obj);
+    td_api_respond_json(req, 200, obj);
 }
 
 static void model_ready(td_server *s, td_request *req, const td_match *m)
@@ -131,7 +123,7 @@ static void model_ready(td_server *s, td_request *req, const td_match *m)
     if (!e)
         return;
     ok = e->model != NULL && !s->draining;
-    respond_json(req, ok ? 200 : 503,
+    td_api_respond_json(req, ok ? 200 : 503,
                  json_pack("{s:s, s:b}", "name", e->name, "ready", ok));
 }
 
@@ -148,7 +140,7 @@ static void models_index(td_server *s, td_request *req)
             json_object_set_new(o, "reason", json_string(e->reason));
         json_array_append_new(arr, o);
     }
-    respond_json(req, 200, json_pack("{s:o*}", "models", arr));
+    td_api_respond_json(req, 200, json_pack("{s:o*}", "models", arr));
 }
 
 /* ------------------------------------------------------------ metrics */
@@ -248,13 +240,19 @@ static void metrics(td_server *s, td_request *req)
                   "# TYPE tinyd_models gauge\n"
                   "tinyd_models{state=\"READY\"} %zu\n"
                   "tinyd_models{state=\"UNAVAILABLE\"} %zu\n"
-                  "# HELP tinyd_reloads_total Repository scans, by result.\n"
+                  "# HELP tinyd_reloads_total Repository scans, by result (failed: the "
+                  "directory could not be read).\n"
                   "# TYPE tinyd_reloads_total counter\n"
                   "tinyd_reloads_total{result=\"ok\"} %llu\n"
-                  "tinyd_reloads_total{result=\"failed\"} %llu\n",
+                  "tinyd_reloads_total{result=\"failed\"} %llu\n"
+                  "# HELP tinyd_model_load_failures_total Files that failed "
+                  "to load (new or changed).\n"
+                  "# TYPE tinyd_model_load_failures_total counter\n"
+                  "tinyd_model_load_failures_total %llu\n",
                   ready, failed,
                   (unsigned long long)s->registry.reloads_ok,
-                  (unsigned long long)s->registry.reloads_failed);
+                  (unsigned long long)s->registry.reloads_failed,
+                  (unsigned long long)s->registry.load_failures);
 #define MODEL_FAMILY(metric, help, type, field)                               \
     do {                                                                      \
         td_buf_printf(&b, "# HELP " metric " " help "\n# TYPE " metric       \
@@ -275,6 +273,16 @@ static void metrics(td_server *s, td_request *req)
                  inferences);
 #undef MODEL_FAMILY
     batch_metrics(s, &b);
+    {
+        unsigned counts[5];
+        int k;
+        td_jobs_counts(&s->jobs, counts);
+        td_buf_printf(&b, "# HELP tinyd_graph_jobs Graph build jobs, by "
+                          "state.\n# TYPE tinyd_graph_jobs gauge\n");
+        for (k = 0; k < 5; k++)
+            td_buf_printf(&b, "tinyd_graph_jobs{state=\"%s\"} %u\n",
+                          td_job_state_name((td_job_state)k), counts[k]);
+    }
     text = td_buf_take(&b, &len);
     if (!text) {
         td_http_respond_error(req, 500, "out of memory");
@@ -303,7 +311,7 @@ static td_status oip_write(td_infer_job *job, const td_tensor *outputs,
 /* Pool thread: parse and check the request against the model. */
 static void infer_parse(td_request *req)
 {
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     td_infer_job *job = a->job;
     const td_servable_kind *k = job->model->kind;
     const td_tensor_spec *in, *out;
@@ -323,7 +331,7 @@ static void infer_parse(td_request *req)
 static void infer_parsed(td_request *req)
 {
     td_server *s = req->app;
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     td_infer_job *job = a->job;
     if (job->status != TD_OK) {
         td_http_respond_error(req, td_status_http(job->status), "%s",
@@ -335,7 +343,7 @@ static void infer_parsed(td_request *req)
     td_batcher_submit(&s->batcher, job);
 }
 
-static void infer_start(td_server *s, td_request *req, api_req *a)
+static void infer_start(td_server *s, td_request *req, td_api_req *a)
 {
     td_entry *e = find_entry(s, req, &a->match);
     const char *hlen;
@@ -378,7 +386,7 @@ static void infer_start(td_server *s, td_request *req, api_req *a)
 void td_api_on_headers(void *app, td_request *req)
 {
     td_server *s = app;
-    api_req *a;
+    td_api_req *a;
     int code;
     a = calloc(1, sizeof *a);
     if (!a) {
@@ -403,13 +411,19 @@ void td_api_on_headers(void *app, td_request *req)
                               req->method, req->url, allow);
         return;
     }
-    if (s->draining && a->match.route == TD_ROUTE_MODEL_INFER &&
-        req->content_length == 0) {
-        td_http_respond_error(req, 503, "server is shutting down");
+    /* A request that arrives after SIGTERM (on a kept-alive connection)
+     * is not in flight: refuse it and close the connection. Health and
+     * metrics still answer (ready says false). */
+    if (s->draining && a->match.route != TD_ROUTE_HEALTH_LIVE &&
+        a->match.route != TD_ROUTE_HEALTH_READY &&
+        a->match.route != TD_ROUTE_METRICS) {
+        td_http_add_header(req, "Connection", "close");
+        td_http_respond_error(req, 503, "server is draining (shutting down)");
         return;
     }
     /* Unknown models are refused before their body is read. */
-    if (a->match.route == TD_ROUTE_MODEL_INFER &&
+    if ((a->match.route == TD_ROUTE_MODEL_INFER ||
+         a->match.route == TD_ROUTE_CLASSIFY) &&
         !td_registry_find(&s->registry, a->match.name)) {
         td_http_respond_error(req, 404, "unknown model \"%s\"",
                               a->match.name);
@@ -420,17 +434,17 @@ void td_api_on_headers(void *app, td_request *req)
 void td_api_on_body(void *app, td_request *req)
 {
     td_server *s = app;
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     switch (a->match.route) {
     case TD_ROUTE_SERVER_META:
         server_meta(req);
         break;
     case TD_ROUTE_HEALTH_LIVE:
-        respond_json(req, 200, json_pack("{s:b}", "live", 1));
+        td_api_respond_json(req, 200, json_pack("{s:b}", "live", 1));
         break;
     case TD_ROUTE_HEALTH_READY: {
         int ok = s->ready && !s->draining;
-        respond_json(req, ok ? 200 : 503, json_pack("{s:b}", "ready", ok));
+        td_api_respond_json(req, ok ? 200 : 503, json_pack("{s:b}", "ready", ok));
         break;
     }
     case TD_ROUTE_MODELS:
@@ -448,6 +462,21 @@ void td_api_on_body(void *app, td_request *req)
     case TD_ROUTE_METRICS:
         metrics(s, req);
         break;
+    case TD_ROUTE_CLASSIFY:
+        td_api_classify(s, req, a);
+        break;
+    case TD_ROUTE_GRAPH_SUBMIT:
+        td_api_graph_submit(s, req);
+        break;
+    case TD_ROUTE_GRAPH_LIST:
+        td_api_graph_list(s, req);
+        break;
+    case TD_ROUTE_GRAPH_GET:
+        td_api_graph_get(s, req, a->match.name);
+        break;
+    case TD_ROUTE_GRAPH_DELETE:
+        td_api_graph_delete(s, req, a->match.name);
+        break;
     default:
         td_http_respond_error(req, 404, "no such endpoint: %s %s",
                               req->method, req->url);
@@ -457,11 +486,12 @@ void td_api_on_body(void *app, td_request *req)
 void td_api_on_complete(void *app, td_request *req, int ok)
 {
     td_server *s = app;
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     double secs = (double)(td_now_ns() - req->start_ns) / 1e9;
     td_metrics_observe(&s->metrics, (td_route_id)req->route, req->status,
                        secs);
-    if (a && a->match.route == TD_ROUTE_MODEL_INFER) {
+    if (a && (a->match.route == TD_ROUTE_MODEL_INFER ||
+              a->match.route == TD_ROUTE_CLASSIFY)) {
         td_entry *e = td_registry_find(&s->registry, a->match.name);
         if (e) {
             if (req->status == 200) {

@@ -63,6 +63,13 @@ static td_status model_load(const char *path, const char *name,
     }
     kind_name = td_st_meta_get(&m->file, "kind");
     if (!kind_name) {
+        /* A timm TinyNet checkpoint exactly as downloaded carries no
+         * "kind"; its tensor names say what it is (its sidecar gives the
+         * architecture). */
+        if (td_st_find(&m->file, "conv_stem.weight"))
+            kind_name = "tinynet";
+    }
+    if (!kind_name) {
         st = td_error_set(err, TD_EFORMAT,
                           "metadata \"kind\" is missing: cannot tell what "
                           "this file serves");
@@ -243,7 +250,8 @@ static void scan_work(uv_work_t *w)
      * directories may not exist yet. */
     for (i = 0; i < job->n_dirs; i++)
         scan_dir(job, job->dirs[i], i == 0);
-    qsort(job->items, job->n_items, sizeof *job->items, item_cmp);
+    if (job->n_items > 1)
+        qsort(job->items, job->n_items, sizeof *job->items, item_cmp);
 }
 
 static void scan_job_free(scan_job *job)
@@ -381,10 +389,8 @@ static void scan_after(uv_work_t *w, int status)
     free(r->entries);
     r->entries = next;
     r->n_entries = job->n_items;
-    if (failed)
-        r->reloads_failed++;
-    else
-        r->reloads_ok++;
+    r->reloads_ok++;
+    r->load_failures += (uint64_t)failed;
 done:
     scan_job_free(job);
     r->scanned_once = 1;
