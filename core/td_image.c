@@ -630,6 +630,12 @@ td_status td_image_transform_check(const td_image_transform *tf,
         return td_error_set(err, TD_EINVAL,
                             "transform: crop_pct %g is outside (0, 2]",
                             tf->crop_pct);
+    if (floor(tf->out_h / tf->crop_pct) < 1 ||
+        floor(tf->out_w / tf->crop_pct) < 1)
+        return td_error_set(err, TD_EINVAL,
+                            "transform: crop_pct %g resizes a %dx%d input "
+                            "to nothing", tf->crop_pct, tf->out_h,
+                            tf->out_w);
     if (tf->interp != TD_INTERP_BILINEAR && tf->interp != TD_INTERP_BICUBIC)
         return td_error_set(err, TD_EINVAL,
                             "transform: unknown interpolation %d",
@@ -775,6 +781,48 @@ size_t td_image_preprocess_scratch(const td_image_transform *tf, int src_w,
         return SIZE_MAX;
     plan_scratch(&ax, &ay, td_image_transform_channels(tf), &s);
     return s.total;
+}
+
+size_t td_image_preprocess_scratch_max(const td_image_transform *tf,
+                                       const td_image_limits *lim)
+{
+    uint64_t mw = lim ? lim->max_width : TD_IMAGE_DEFAULT_MAX_SIDE;
+    uint64_t mh = lim ? lim->max_height : TD_IMAGE_DEFAULT_MAX_SIDE;
+    size_t c, ks, total;
+    double smin, f;
+    if (td_image_transform_check(tf, NULL) != TD_OK)
+        return SIZE_MAX;
+    /* A side may also be capped only by the pixel limit, or not at all. */
+    if (lim && lim->max_pixels) {
+        if (!mw || mw > lim->max_pixels)
+            mw = lim->max_pixels;
+        if (!mh || mh > lim->max_pixels)
+            mh = lim->max_pixels;
+    }
+    if (!mw || !mh || mw > INT_MAX || mh > INT_MAX)
+        return SIZE_MAX;
+    c = (size_t)td_image_transform_channels(tf);
+    /* Resize keeps the aspect ratio, so both axes shrink by about the same
+     * factor, at most (largest side) / (smallest resize target); the
+     * resized sizes are floored or rounded, and floor(x), round(x) >= x/2
+     * for x >= 1, hence the 2. */
+    smin = floor((double)(tf->out_h < tf->out_w ? tf->out_h : tf->out_w) /
+                 tf->crop_pct);
+    if (smin < 1)
+        smin = 1;
+    f = 2.0 * (double)(mw > mh ? mw : mh) / smin + 1.0;
+    ks = (size_t)ceil(2.0 * f) * 2 + 1; /* BICUBIC support 2 >= BILINEAR */
+    total = td_arena_round(mul_sz(mul_sz((size_t)tf->out_w, ks), 4));
+    total = add_sz(total, td_arena_round((size_t)tf->out_w * 2 * sizeof(int)));
+    total = add_sz(total, td_arena_round(mul_sz(mul_sz((size_t)tf->out_h, ks),
+                                                4)));
+    total = add_sz(total, td_arena_round((size_t)tf->out_h * 2 * sizeof(int)));
+    total = add_sz(total, td_arena_round(mul_sz(ks, sizeof(double))));
+    total = add_sz(total, td_arena_round(mul_sz(mul_sz((size_t)mw, HROWS), c)));
+    total = add_sz(total, td_arena_round((size_t)tf->out_w * c * 4));
+    total = add_sz(total, td_arena_round(mul_sz(mul_sz((size_t)mh,
+                                                       (size_t)tf->out_w), c)));
+    return total;
 }
 
 #define PRECISION_BITS (32 - 8 - 2)
