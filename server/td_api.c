@@ -17,18 +17,9 @@
 
 #define JSON_TYPE "application/json"
 
-/* Per-request state kept in req->route_data. */
-typedef struct api_req {
-    td_match match;
-    td_infer_job *job;        /* inference: parsed on the pool, then handed
-                                 to the batcher (which frees it) */
-    size_t json_len;
-    int64_t rows;             /* for metrics, once answered */
-} api_req;
-
 static void api_req_free(void *p)
 {
-    api_req *a = p;
+    td_api_req *a = p;
     if (!a)
         return;
     td_infer_job_free(a->job);
@@ -320,7 +311,7 @@ static td_status oip_write(td_infer_job *job, const td_tensor *outputs,
 /* Pool thread: parse and check the request against the model. */
 static void infer_parse(td_request *req)
 {
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     td_infer_job *job = a->job;
     const td_servable_kind *k = job->model->kind;
     const td_tensor_spec *in, *out;
@@ -340,7 +331,7 @@ static void infer_parse(td_request *req)
 static void infer_parsed(td_request *req)
 {
     td_server *s = req->app;
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     td_infer_job *job = a->job;
     if (job->status != TD_OK) {
         td_http_respond_error(req, td_status_http(job->status), "%s",
@@ -352,7 +343,7 @@ static void infer_parsed(td_request *req)
     td_batcher_submit(&s->batcher, job);
 }
 
-static void infer_start(td_server *s, td_request *req, api_req *a)
+static void infer_start(td_server *s, td_request *req, td_api_req *a)
 {
     td_entry *e = find_entry(s, req, &a->match);
     const char *hlen;
@@ -395,7 +386,7 @@ static void infer_start(td_server *s, td_request *req, api_req *a)
 void td_api_on_headers(void *app, td_request *req)
 {
     td_server *s = app;
-    api_req *a;
+    td_api_req *a;
     int code;
     a = calloc(1, sizeof *a);
     if (!a) {
@@ -431,7 +422,8 @@ void td_api_on_headers(void *app, td_request *req)
         return;
     }
     /* Unknown models are refused before their body is read. */
-    if (a->match.route == TD_ROUTE_MODEL_INFER &&
+    if ((a->match.route == TD_ROUTE_MODEL_INFER ||
+         a->match.route == TD_ROUTE_CLASSIFY) &&
         !td_registry_find(&s->registry, a->match.name)) {
         td_http_respond_error(req, 404, "unknown model \"%s\"",
                               a->match.name);
@@ -442,7 +434,7 @@ void td_api_on_headers(void *app, td_request *req)
 void td_api_on_body(void *app, td_request *req)
 {
     td_server *s = app;
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     switch (a->match.route) {
     case TD_ROUTE_SERVER_META:
         server_meta(req);
@@ -470,6 +462,9 @@ void td_api_on_body(void *app, td_request *req)
     case TD_ROUTE_METRICS:
         metrics(s, req);
         break;
+    case TD_ROUTE_CLASSIFY:
+        td_api_classify(s, req, a);
+        break;
     case TD_ROUTE_GRAPH_SUBMIT:
         td_api_graph_submit(s, req);
         break;
@@ -491,11 +486,12 @@ void td_api_on_body(void *app, td_request *req)
 void td_api_on_complete(void *app, td_request *req, int ok)
 {
     td_server *s = app;
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     double secs = (double)(td_now_ns() - req->start_ns) / 1e9;
     td_metrics_observe(&s->metrics, (td_route_id)req->route, req->status,
                        secs);
-    if (a && a->match.route == TD_ROUTE_MODEL_INFER) {
+    if (a && (a->match.route == TD_ROUTE_MODEL_INFER ||
+              a->match.route == TD_ROUTE_CLASSIFY)) {
         td_entry *e = td_registry_find(&s->registry, a->match.name);
         if (e) {
             if (req->status == 200) {

@@ -41,7 +41,10 @@ void td_infer_job_free(td_infer_job *job)
     if (job->model)
         td_model_unref(job->model);
     free(job->resp);
-    free(job->write_data);
+    if (job->write_free)
+        job->write_free(job->write_data);
+    else
+        free(job->write_data);
     free(job);
 }
 

@@ -37,6 +37,7 @@ struct td_infer_job {
     int64_t rows;
     td_job_write_fn write;    /* builds resp from this job's output rows */
     void *write_data;         /* for write (e.g. top-k of :classify) */
+    void (*write_free)(void *);/* frees write_data (NULL: free()) */
     td_status status;
     td_error err;
     char *resp;               /* owned until responded */

@@ -29,6 +29,8 @@ typedef enum key_id {
     K_CONNECTION_TIMEOUT,
     K_MAX_BATCH,
     K_BATCH_DELAY_US,
+    K_MAX_IMAGES,
+    K_MAX_IMAGE_PIXELS,
     K_CONFIG,
     K_COUNT
 } key_id;
@@ -38,7 +40,8 @@ const char *const td_config_keys[] = {
     "listen",          "models",          "state",
     "threads",         "max-body",        "log-level",
     "drain-timeout",   "max-connections", "connection-timeout",
-    "max-batch",       "batch-delay-us",  "config",
+    "max-batch",       "batch-delay-us",  "max-images",
+    "max-image-pixels", "config",
     NULL};
 
 static int lookup_key(const char *name, size_t len, key_id *id)
@@ -85,6 +88,8 @@ void td_config_defaults(td_config *c)
     c->connection_timeout_s = 60;
     c->max_batch = 32;
     c->batch_delay_us = 2000;
+    c->max_images = 64;
+    c->max_image_pixels = 40000000;
 }
 
 /* ---- value parsers: full-string checks, no sign, no overflow ---- */
@@ -296,6 +301,18 @@ static td_status apply(td_config *c, key_id id, const char *value,
         return set_uint(&c->max_batch, value, 1, 4096, err);
     case K_BATCH_DELAY_US:
         return set_uint(&c->batch_delay_us, value, 0, 10000000u, err);
+    case K_MAX_IMAGES:
+        return set_uint(&c->max_images, value, 1, 4096, err);
+    case K_MAX_IMAGE_PIXELS: {
+        uint64_t px;
+        td_status st = set_size(&px, value, err);
+        if (st == TD_OK && px > 1000000000u)
+            st = td_error_set(err, TD_EINVAL,
+                              "max-image-pixels: at most 1000000000");
+        if (st == TD_OK)
+            c->max_image_pixels = px;
+        return st;
+    }
     case K_CONFIG:
         return set_path(c->config_path, sizeof c->config_path, value,
                         "file name", err);
@@ -587,6 +604,11 @@ void td_config_usage(FILE *out, const char *argv0)
             "to fill\n"
             "                           while the workers are busy "
             "(default 2000)\n"
+            "  --max-images N           images in one :classify request "
+            "(default 64)\n"
+            "  --max-image-pixels N     width x height of one image, "
+            "checked before\n"
+            "                           decoding (default 40000000)\n"
             "  --config FILE            read settings from FILE first; "
             "flags override it\n"
             "  -h, --help               show this help and exit\n"

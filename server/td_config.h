@@ -48,6 +48,10 @@ typedef struct td_config {
     unsigned batch_delay_us;   /* --batch-delay-us US: longest a queued
                                   request waits while workers are busy,
                                   default 2000 */
+    unsigned max_images;       /* --max-images N: images per :classify
+                                  request, 1..4096, default 64 */
+    uint64_t max_image_pixels; /* --max-image-pixels N: width x height,
+                                  checked before decoding, default 40M */
     char config_path[4096];    /* --config FILE, "" if none */
 } td_config;
 

@@ -63,6 +63,13 @@ static td_status model_load(const char *path, const char *name,
     }
     kind_name = td_st_meta_get(&m->file, "kind");
     if (!kind_name) {
+        /* A timm TinyNet checkpoint exactly as downloaded carries no
+         * "kind"; its tensor names say what it is (its sidecar gives the
+         * architecture). */
+        if (td_st_find(&m->file, "conv_stem.weight"))
+            kind_name = "tinynet";
+    }
+    if (!kind_name) {
         st = td_error_set(err, TD_EFORMAT,
                           "metadata \"kind\" is missing: cannot tell what "
                           "this file serves");

@@ -22,6 +22,7 @@
     X(GRAPH_LIST, "graph_list")          \
     X(GRAPH_GET, "graph_get")            \
     X(GRAPH_DELETE, "graph_delete")      \
+    X(CLASSIFY, "classify")              \
     X(UNMATCHED, "unmatched")
 
 typedef enum td_route_id {
