@@ -43,6 +43,15 @@ typedef struct td_config {
                                   1024 */
     unsigned connection_timeout_s; /* --connection-timeout SECONDS, 0..86400
                                       (0 = none), default 60 */
+    unsigned max_batch;        /* --max-batch N: dynamic batching, rows
+                                  per forward pass, 1..4096, default 32 */
+    unsigned batch_delay_us;   /* --batch-delay-us US: longest a queued
+                                  request waits while workers are busy,
+                                  default 2000 */
+    unsigned max_images;       /* --max-images N: images per :classify
+                                  request, 1..4096, default 64 */
+    uint64_t max_image_pixels; /* --max-image-pixels N: width x height,
+                                  checked before decoding, default 40M */
     char config_path[4096];    /* --config FILE, "" if none */
 } td_config;
 
