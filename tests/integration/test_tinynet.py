@@ -439,21 +439,26 @@ def _():
     t.batcher = b
     tinyfix.install(b.repo, "tiny_ours", OURS)
     b.start()
-    n = 24
+    n = 32
     results = [None] * n
     barrier = threading.Barrier(n)
 
     def client(i):
         try:
-            barrier.wait(30)
             img = i % OURS.n
             if i % 2:
                 body, headers = tinyfix.binary_request(OURS, [img])
-                r = b.post("/v2/models/tiny_ours/infer", body,
-                           headers=headers, timeout=30)
             else:
-                r = b.infer("tiny_ours", tinyfix.infer_body(OURS, [img]),
-                            timeout=30)
+                body = json.dumps(tinyfix.infer_body(OURS, [img])).encode()
+                headers = {"Content-Type": "application/json"}
+            # Connected and encoded before the barrier, so the requests
+            # arrive together and queue behind the two busy workers.
+            c = b.conn(timeout=30)
+            c.connect()
+            barrier.wait(30)
+            r = b.request("POST", "/v2/models/tiny_ours/infer", body=body,
+                          headers=headers, conn=c)
+            c.close()
             eq(r.status, 200, "status (%r)" % r.body[:200])
             tinyfix.check_logits(r, OURS, [img], "client %d" % i)
             results[i] = "ok"

@@ -19,6 +19,14 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
+def _json_or_text(v):
+    """A metadata value: JSON (numbers, arrays) or a plain string."""
+    try:
+        return json.loads(v)
+    except ValueError:
+        return v
+
+
 class Fixture:
     """One model file, what it declares, and reference inputs/logits."""
 
@@ -31,8 +39,7 @@ class Fixture:
                 self.sidecar = json.load(f)
             conf = dict(self.sidecar)
         else:
-            conf = {k: json.loads(v) if k not in ("kind", "interpolation")
-                    else v for k, v in meta.items()}
+            conf = {k: _json_or_text(v) for k, v in meta.items()}
         self.arch = {k: float(conf[k]) for k in ("r", "d", "w")}
         self.res = int(conf["resolution"])
         self.classes = tensors["classifier.weight"][1][0]
