@@ -26,6 +26,13 @@ static void api_req_free(void *p)
     free(a);
 }
 
+const char *td_api_entry_state(const td_entry *e)
+{
+    if (e->model)
+        return "READY";
+    return e->unloaded ? "UNLOADED" : "UNAVAILABLE";
+}
+
 void td_api_respond_json(td_request *req, int status, json_t *obj)
 {
     char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(9))
@@ -97,7 +104,10 @@ static void model_meta(td_server *s, td_request *req, const td_match *m)
         return;
     if (!e->model) {
         td_http_respond_error(req, 503, "model \"%s\" is not available: %s",
-                              e->name, e->reason ? e->reason : "not loaded");
+                              e->name,
+                              e->unloaded ? "unloaded on request"
+                              : e->reason ? e->reason
+                                          : "not loaded");
         return;
     }
     n_in = e->model->kind->inputs(e->model->impl, &in);
@@ -135,7 +145,7 @@ static void models_index(td_server *s, td_request *req)
         const td_entry *e = &s->registry.entries[i];
         json_t *o = json_pack("{s:s, s:s, s:s}", "name", e->name, "kind",
                               e->model ? e->model->kind->kind : "unknown",
-                              "state", e->model ? "READY" : "UNAVAILABLE");
+                              "state", td_api_entry_state(e));
         if (o && e->reason)
             json_object_set_new(o, "reason", json_string(e->reason));
         json_array_append_new(arr, o);
@@ -351,7 +361,10 @@ static void infer_start(td_server *s, td_request *req, td_api_req *a)
         return;
     if (!e->model) {
         td_http_respond_error(req, 503, "model \"%s\" is not available: %s",
-                              e->name, e->reason ? e->reason : "not loaded");
+                              e->name,
+                              e->unloaded ? "unloaded on request"
+                              : e->reason ? e->reason
+                                          : "not loaded");
         return;
     }
     a->json_len = req->body_len;
@@ -411,6 +424,31 @@ void td_api_on_headers(void *app, td_request *req)
                               req->method, req->url, allow);
         return;
     }
+    /* Tokens guard every endpoint that changes state, checked before the
+     * body is read; with --protect-reads, every endpoint but health. */
+    {
+        td_route_id r = a->match.route;
+        int writes = r == TD_ROUTE_GRAPH_SUBMIT || r == TD_ROUTE_GRAPH_DELETE ||
+                     r == TD_ROUTE_REPO_LOAD || r == TD_ROUTE_REPO_UNLOAD;
+        int health = r == TD_ROUTE_HEALTH_LIVE || r == TD_ROUTE_HEALTH_READY;
+        if (writes || (s->cfg.protect_reads && !health)) {
+            int verdict = td_auth_check(&s->auth,
+                                        td_http_header(req, "Authorization"));
+            if (verdict == 401) {
+                td_http_add_header(req, "WWW-Authenticate",
+                                   "Bearer realm=\"tinyd\"");
+                td_http_respond_error(req, 401,
+                                      "this endpoint needs a bearer token "
+                                      "(Authorization: Bearer TOKEN)");
+                return;
+            }
+            if (verdict == 403) {
+                td_http_respond_error(req, 403,
+                                      "the bearer token is not valid");
+                return;
+            }
+        }
+    }
     /* A request that arrives after SIGTERM (on a kept-alive connection)
      * is not in flight: refuse it and close the connection. Health and
      * metrics still answer (ready says false). */
@@ -467,6 +505,15 @@ void td_api_on_body(void *app, td_request *req)
         break;
     case TD_ROUTE_GRAPH_SUBMIT:
         td_api_graph_submit(s, req);
+        break;
+    case TD_ROUTE_REPO_INDEX:
+        td_api_repo_index(s, req);
+        break;
+    case TD_ROUTE_REPO_LOAD:
+        td_api_repo_load(s, req, a->match.name);
+        break;
+    case TD_ROUTE_REPO_UNLOAD:
+        td_api_repo_unload(s, req, a->match.name);
         break;
     case TD_ROUTE_GRAPH_LIST:
         td_api_graph_list(s, req);

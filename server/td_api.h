@@ -24,6 +24,11 @@ typedef struct td_api_req {
 void td_api_respond_json(td_request *req, int status, json_t *obj);
 
 void td_api_classify(td_server *s, td_request *req, td_api_req *a);
+/* READY, UNAVAILABLE (failed to load) or UNLOADED (on request). */
+const char *td_api_entry_state(const td_entry *e);
+void td_api_repo_index(td_server *s, td_request *req);
+void td_api_repo_load(td_server *s, td_request *req, const char *name);
+void td_api_repo_unload(td_server *s, td_request *req, const char *name);
 void td_api_graph_submit(td_server *s, td_request *req);
 void td_api_graph_list(td_server *s, td_request *req);
 void td_api_graph_get(td_server *s, td_request *req, const char *id);
