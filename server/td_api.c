@@ -118,6 +118,16 @@ static void model_meta(td_server *s, td_request *req, const td_match *m)
                     specs_json(in, n_in), "outputs", specs_json(out, n_out));
     if (obj && e->model->kind->describe) {
         json_t *params = e->model->kind->describe(e->model->impl);
+        if (params && e->model->kind->labels) {
+            int n_labels = 0, k;
+            const char *const *labels =
+                e->model->kind->labels(e->model->impl, &n_labels);
+            json_t *arr = labels ? json_array() : NULL;
+            for (k = 0; arr && k < n_labels; k++)
+                json_array_append_new(arr, json_string(labels[k]));
+            if (arr)
+                json_object_set_new(params, "labels", arr);
+        }
         if (params)
             json_object_set_new(obj, "parameters", params);
     }
@@ -332,9 +342,15 @@ static void infer_parse(td_request *req)
     job->status = td_oip_parse(req->body, req->body_len, a->json_len, in,
                                n_in, out, n_out, &limits, &job->oip,
                                &job->err);
-    if (job->status == TD_OK)
+    if (job->status == TD_OK) {
         job->rows = job->oip.inputs[0].ndim > 0 ? job->oip.inputs[0].shape[0]
                                                 : 1;
+        if (job->rows == 0)
+            job->status = td_error_set(&job->err, TD_EINVAL,
+                                       "input \"%s\": the batch is empty "
+                                       "(shape[0] is 0)",
+                                       in[0].name);
+    }
 }
 
 /* Loop thread: a bad request is answered now; a good one is batched. */
