@@ -8,7 +8,8 @@
  * re-encoding it decodes to the same bytes; a refusal points at the bad
  * character (or at the end, for a bad length).
  * Build and run: tests/fuzz/run_fuzzers.sh base64
- * fuzz-sources: server/td_base64.c */
+ * fuzz-sources: server/td_base64.c
+ * fuzz-coverage: server/td_base64.c */
 #include "config.h"
 
 #include <stdint.h>

@@ -5,7 +5,8 @@
  * sets in oip_fuzz.h; then the body.
  * Seeds in corpus/oip_binary/, tokens in oip_binary.dict.
  * Build and run: tests/fuzz/run_fuzzers.sh oip_binary
- * fuzz-sources: server/td_oip.c */
+ * fuzz-sources: server/td_oip.c
+ * fuzz-coverage: server/td_oip.c */
 #include "config.h"
 
 #include "oip_fuzz.h"

@@ -3,7 +3,8 @@
  * the spec sets in oip_fuzz.h, bit 7 a batch limit of 64), then the body.
  * Seeds in corpus/oip_json/, tokens in oip_json.dict.
  * Build and run: tests/fuzz/run_fuzzers.sh oip_json
- * fuzz-sources: server/td_oip.c */
+ * fuzz-sources: server/td_oip.c
+ * fuzz-coverage: server/td_oip.c */
 #include "config.h"
 
 #include "oip_fuzz.h"

@@ -70,6 +70,11 @@ JSON_SEEDS = {
     "valid_i64_exact": (1, req([inp("source", "INT64", [3], [0, 1, 2]),
                                 inp("target", "INT64", [3], [5, 4, 3])],
                                params={"exact": True})),
+    "valid_i64_topk_1d": (1, req([inp("source", "INT64", [40],
+                                      list(range(40))),
+                                  inp("target", "INT64", [40], [0] * 40)],
+                                 [{"name": "distance", "parameters":
+                                   {"classification": 39}}])),
     "bad_i64_batches": (1, req([inp("source", "INT64", [2], [0, 1]),
                                 inp("target", "INT64", [3], [5, 4, 3])])),
     "bad_i64_missing": (1, req([inp("source", "INT64", [1], [0])])),
