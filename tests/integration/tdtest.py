@@ -54,12 +54,19 @@ class TAP:
     def __init__(self):
         self.cases = []
         self.cleanups = []
+        self.setups = []
 
     def test(self, name):
         def register(fn):
             self.cases.append((name, fn))
             return fn
         return register
+
+    def setup(self, fn):
+        """Run fn before the cases; if it fails, every case fails with its
+        diagnostic (the plan is still printed, so nothing goes uncounted)."""
+        self.setups.append(fn)
+        return fn
 
     def cleanup(self, fn):
         """Run fn after all cases (even when one failed)."""
@@ -68,8 +75,19 @@ class TAP:
 
     def run(self):
         print("1..%d" % len(self.cases), flush=True)
+        setup_error = None
+        try:
+            for fn in self.setups:
+                fn()
+        except Exception:
+            setup_error = traceback.format_exc().rstrip().splitlines()
         failed = 0
         for i, (name, fn) in enumerate(self.cases, 1):
+            if setup_error:
+                print("not ok %d - %s" % (i, name))
+                diag("setup failed:\n" + "\n".join(setup_error[-40:])
+                     if i == 1 else "setup failed (see case 1)")
+                continue
             t0 = time.monotonic()
             try:
                 fn()

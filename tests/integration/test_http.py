@@ -22,7 +22,7 @@ d = tdtest.Daemon(args=["--max-body", str(MAX_BODY), "--drain-timeout", "2"])
 LIN = tdtest.Linear.seeded(7, classes=3, features=4,
                            labels=["cat", "dog", "eel"])
 LIN.save(d.repo, "lin")
-d.start()
+t.setup(d.start)
 t.cleanup(d.close)
 
 

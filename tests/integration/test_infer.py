@@ -25,7 +25,7 @@ LBL = tdtest.Linear.seeded(13, classes=4, features=3,
 LIN.save(d.repo, "lin")
 WIDE.save(d.repo, "wide")
 LBL.save(d.repo, "lbl")
-d.start()
+t.setup(d.start)
 t.cleanup(d.close)
 
 

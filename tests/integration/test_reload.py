@@ -20,7 +20,7 @@ A2 = tdtest.Linear.seeded(32, classes=3, features=5)
 STEADY = tdtest.Linear.seeded(33, classes=4, features=8)
 A1.save(d.repo, "a")
 STEADY.save(d.repo, "steady")
-d.start()
+t.setup(d.start)
 t.cleanup(d.close)
 
 
