@@ -249,13 +249,19 @@ static void metrics(td_server *s, td_request *req)
                   "# TYPE tinyd_models gauge\n"
                   "tinyd_models{state=\"READY\"} %zu\n"
                   "tinyd_models{state=\"UNAVAILABLE\"} %zu\n"
-                  "# HELP tinyd_reloads_total Repository scans, by result.\n"
+                  "# HELP tinyd_reloads_total Repository scans, by result (failed: the "
+                  "directory could not be read).\n"
                   "# TYPE tinyd_reloads_total counter\n"
                   "tinyd_reloads_total{result=\"ok\"} %llu\n"
-                  "tinyd_reloads_total{result=\"failed\"} %llu\n",
+                  "tinyd_reloads_total{result=\"failed\"} %llu\n"
+                  "# HELP tinyd_model_load_failures_total Files that failed "
+                  "to load (new or changed).\n"
+                  "# TYPE tinyd_model_load_failures_total counter\n"
+                  "tinyd_model_load_failures_total %llu\n",
                   ready, failed,
                   (unsigned long long)s->registry.reloads_ok,
-                  (unsigned long long)s->registry.reloads_failed);
+                  (unsigned long long)s->registry.reloads_failed,
+                  (unsigned long long)s->registry.load_failures);
 #define MODEL_FAMILY(metric, help, type, field)                               \
     do {                                                                      \
         td_buf_printf(&b, "# HELP " metric " " help "\n# TYPE " metric       \
@@ -414,9 +420,14 @@ void td_api_on_headers(void *app, td_request *req)
                               req->method, req->url, allow);
         return;
     }
-    if (s->draining && a->match.route == TD_ROUTE_MODEL_INFER &&
-        req->content_length == 0) {
-        td_http_respond_error(req, 503, "server is shutting down");
+    /* A request that arrives after SIGTERM (on a kept-alive connection)
+     * is not in flight: refuse it and close the connection. Health and
+     * metrics still answer (ready says false). */
+    if (s->draining && a->match.route != TD_ROUTE_HEALTH_LIVE &&
+        a->match.route != TD_ROUTE_HEALTH_READY &&
+        a->match.route != TD_ROUTE_METRICS) {
+        td_http_add_header(req, "Connection", "close");
+        td_http_respond_error(req, 503, "server is draining (shutting down)");
         return;
     }
     /* Unknown models are refused before their body is read. */

@@ -185,6 +185,7 @@ static void run_job(td_jobs *J, td_job *job)
     void *ctx[2] = {J, job};
     char *body;
     size_t body_len;
+    uint32_t id_base = 0;
     int fmt;
 
     td_error_clear(&err);
@@ -220,6 +221,7 @@ static void run_job(td_jobs *J, td_job *job)
     if (st != TD_OK)
         goto done;
     st = td_graph_build(&el, 0, &g, &err);
+    id_base = el.id_base;
     td_edgelist_free(&el);
     if (st != TD_OK)
         goto done;
@@ -237,6 +239,7 @@ static void run_job(td_jobs *J, td_job *job)
     st = td_oracle_build(&g, &p, &o, &err);
     if (st != TD_OK)
         goto done;
+    o.id_base = id_base;
     /* 4. Publish by rename: a half-written oracle is never seen. */
     on_progress(ctx, 1.0, "saving");
     st = td_oracle_save(&o, oracle_path, &err);

@@ -21,8 +21,8 @@ static td_status oracle_load(const td_st_file *f, const char *path,
                              void **impl, td_error *err)
 {
     oracle_model *m = calloc(1, sizeof *m);
-    const char *base = td_st_meta_get(f, "id_base");
     td_status st;
+    (void)f; /* validated by the registry; the oracle maps it itself */
     if (!m)
         return td_error_set(err, TD_ENOMEM, "out of memory");
     /* The oracle maps the file itself; the registry's mapping of the same
@@ -32,7 +32,7 @@ static td_status oracle_load(const td_st_file *f, const char *path,
         free(m);
         return st;
     }
-    m->id_base = base && strcmp(base, "1") == 0 ? 1 : 0;
+    m->id_base = m->oracle.id_base;
     m->in_specs[0] = (td_tensor_spec){"source", TD_DT_I64, 1, {-1}};
     m->in_specs[1] = (td_tensor_spec){"target", TD_DT_I64, 1, {-1}};
     m->out_specs[0] = (td_tensor_spec){"distance", TD_DT_F64, 1, {-1}};

@@ -381,10 +381,8 @@ static void scan_after(uv_work_t *w, int status)
     free(r->entries);
     r->entries = next;
     r->n_entries = job->n_items;
-    if (failed)
-        r->reloads_failed++;
-    else
-        r->reloads_ok++;
+    r->reloads_ok++;
+    r->load_failures += (uint64_t)failed;
 done:
     scan_job_free(job);
     r->scanned_once = 1;

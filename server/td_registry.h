@@ -72,7 +72,8 @@ typedef struct td_registry {
     int scanning;
     int rescan_requested;
     int scanned_once;
-    uint64_t reloads_ok, reloads_failed;
+    uint64_t reloads_ok, reloads_failed; /* scans; failed = dir unreadable */
+    uint64_t load_failures;              /* files that failed to load */
     td_registry_done_fn on_done;
     void *app;
 } td_registry;

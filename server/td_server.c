@@ -94,9 +94,13 @@ static void finish_shutdown(td_server *s)
     td_batcher_close(&s->batcher);
     td_jobs_stop(&s->jobs);
     td_jobs_close(&s->jobs);
-    /* Work still on the pool (an abandoned request, a scan) must not keep
-     * the process alive past the drain. */
-    uv_stop(&s->loop);
+    /* Requests abandoned at the drain timeout may still be computing: they
+     * must not keep the process alive. Anything else (a rescan) ends by
+     * itself, and the loop returns once it has. */
+    if (left) {
+        s->abandoned = 1;
+        uv_stop(&s->loop);
+    }
     TD_LOG_INFO(&s->log, "stopped");
 }
 
@@ -255,9 +259,10 @@ int td_server_run(td_server *s)
 
 void td_server_free(td_server *s)
 {
-    /* Pool work may still hold the loop; the registry is freed only if
-     * nothing is scanning. The process exits right after. */
-    if (!s->registry.scanning) {
+    /* Work abandoned at the drain timeout may still use the arenas and the
+     * models; the process exits right after, so leave them. */
+    if (!s->abandoned && !s->registry.scanning) {
+        td_scratch_free(&s->scratch);
         td_registry_free(&s->registry);
         uv_loop_close(&s->loop);
     }

@@ -43,6 +43,7 @@ typedef struct td_server {
     int ready;          /* the first scan finished */
     int reloading;      /* a SIGHUP scan is running */
     int draining;
+    int abandoned;      /* the drain timed out with work still running */
     uint64_t drain_deadline_ns;
     int64_t started_ms;
 } td_server;

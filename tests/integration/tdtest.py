@@ -48,8 +48,16 @@ STOP_TIMEOUT = float(os.environ.get("TD_STOP_TIMEOUT", "15"))
 
 # ------------------------------------------------------------------ TAP
 
+class Skip(Exception):
+    """Raised by TAP.skip: the case cannot run here (say why)."""
+
+
 class TAP:
     """Collects test cases and runs them in order, printing TAP."""
+
+    @staticmethod
+    def skip(reason):
+        raise Skip(reason)
 
     def __init__(self):
         self.cases = []
@@ -91,6 +99,10 @@ class TAP:
             t0 = time.monotonic()
             try:
                 fn()
+            except Skip as why:
+                print("ok %d - %s # SKIP %s" % (i, name, why))
+                sys.stdout.flush()
+                continue
             except Exception:  # any exception is this case failing
                 failed += 1
                 print("not ok %d - %s" % (i, name))
