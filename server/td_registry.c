@@ -243,7 +243,8 @@ static void scan_work(uv_work_t *w)
      * directories may not exist yet. */
     for (i = 0; i < job->n_dirs; i++)
         scan_dir(job, job->dirs[i], i == 0);
-    qsort(job->items, job->n_items, sizeof *job->items, item_cmp);
+    if (job->n_items > 1)
+        qsort(job->items, job->n_items, sizeof *job->items, item_cmp);
 }
 
 static void scan_job_free(scan_job *job)

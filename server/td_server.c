@@ -77,6 +77,7 @@ static void close_handle(td_server *s, uv_handle_t *h)
 static void finish_shutdown(td_server *s)
 {
     unsigned left = td_http_in_flight(s->http);
+    unsigned computing = td_http_in_pool(s->http);
     if (left)
         TD_LOG_WARN(&s->log,
                     "drain timeout: answering %u unfinished requests with "
@@ -97,7 +98,7 @@ static void finish_shutdown(td_server *s)
     /* Requests abandoned at the drain timeout may still be computing: they
      * must not keep the process alive. Anything else (a rescan) ends by
      * itself, and the loop returns once it has. */
-    if (left) {
+    if (computing) {
         s->abandoned = 1;
         uv_stop(&s->loop);
     }
