@@ -52,6 +52,10 @@ class Skip(Exception):
     """Raised by TAP.skip: the case cannot run here (say why)."""
 
 
+class Skip(Exception):
+    """Raise in a case to report it as skipped (`ok N - name # SKIP why`)."""
+
+
 class TAP:
     """Collects test cases and runs them in order, printing TAP."""
 
@@ -328,13 +332,14 @@ class Daemon:
 
     repo/state default to fresh temp dirs (removed on stop). args are extra
     flags. notify: a NOTIFY_SOCKET address string to export. env: extra
-    environment. config: None, or extra `key = value` lines of a config file
+    environment. port: listen there (0: let tinyd pick) instead of a free
+    port found here. config: None, or extra `key = value` lines of a config file
     given with --config, which then also carries listen, models and state
     (instead of flags). Use as a context manager or call start()/stop().
     """
 
     def __init__(self, repo=None, state=None, args=(), env=None,
-                 notify=None, wait=True, config=None):
+                 notify=None, wait=True, config=None, port=None):
         self.tmp = tempfile.mkdtemp(prefix="tdtest-")
         self.repo = repo or os.path.join(self.tmp, "models")
         self.state = state or os.path.join(self.tmp, "state")
@@ -347,6 +352,7 @@ class Daemon:
         self.config = config
         self.config_path = os.path.join(self.tmp, "tinyd.conf")
         self.proc = None
+        self.fixed_port = port    # None: a free port is picked per start
         self.port = None
         self.stderr_path = os.path.join(self.tmp, "stderr.log")
 
@@ -376,7 +382,8 @@ class Daemon:
     def start(self):
         check(os.access(TINYD, os.X_OK), "%s is not built" % TINYD)
         for attempt in range(3):
-            self.port = free_port()
+            self.port = (free_port() if self.fixed_port is None
+                         else self.fixed_port)
             self._errf = open(self.stderr_path, "ab")
             self.proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=self._errf,
