@@ -49,11 +49,8 @@ STOP_TIMEOUT = float(os.environ.get("TD_STOP_TIMEOUT", "15"))
 # ------------------------------------------------------------------ TAP
 
 class Skip(Exception):
-    """Raised by TAP.skip: the case cannot run here (say why)."""
-
-
-class Skip(Exception):
-    """Raise in a case to report it as skipped (`ok N - name # SKIP why`)."""
+    """Raised by TAP.skip (or directly) in a case that cannot run here:
+    reported as `ok N - name # SKIP why`."""
 
 
 class TAP:
