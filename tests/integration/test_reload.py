@@ -253,6 +253,26 @@ def _():
         check(bad not in names, "%s listed: %r" % (bad, sorted(names)))
 
 
+@t.test("model names: [A-Za-z0-9_.-]{1,128} are served, other file names "
+        "are not")
+def _():
+    lin = tdtest.Linear.seeded(43, classes=2, features=3)
+    good = ["N" * 128, "a.b-c_9"]
+    bad = ["m" * 129, "with space", "caf\u00e9", "semi;colon"]
+    for name in good + bad:
+        lin.save(d.repo, name)
+    n = reload_count()
+    d.hup_and_wait(lambda: reload_count() > n, "the reload counted")
+    names = set(d.models())
+    for name in good:
+        check(name in names, "%s... not listed" % name[:20])
+        tdtest.check_infer(d, name, lin, lin.inputs(1), name[:20])
+    for name in bad:
+        check(name not in names, "%r listed" % name[:20])
+    for name in good + bad:
+        os.unlink(os.path.join(d.repo, name + ".safetensors"))
+
+
 @t.test("the repository at start: broken files do not stop the daemon")
 def _():
     d2 = tdtest.Daemon()
