@@ -3,7 +3,7 @@
  *
  *   bench/oracle_bench [--eps 0.25,0.1] [--modes labels,treecover]
  *                      [--pairs 2000] [--queries 100000] [--trees 16]
- *                      [--ancestor-branches 1]
+ *                      [--ancestor-branches 0|1]
  *                      [--seed 1] GRAPH...
  *
  * For each graph (any td_graph_io format) and each mode/eps: build seconds,
@@ -80,7 +80,7 @@ int main(int argc, char **argv)
 {
     const char *eps_list = "0.25,0.1", *modes = "labels";
     uint32_t pairs = 2000, queries = 100000, trees = 16;
-    int anc = 1;
+    int anc = -1; /* -1: the oracle's default */
     int first = 1;
     for (; first < argc && argv[first][0] == '-'; first++) {
         if (first + 1 >= argc)
@@ -177,7 +177,8 @@ int main(int argc, char **argv)
                 p.mode = (td_oracle_mode)mode;
                 p.eps = atof(es);
                 p.max_trees = trees;
-                p.ancestor_branches = anc;
+                if (anc >= 0)
+                    p.ancestor_branches = anc;
                 p.progress = progress;
                 p.progress_ctx = &last;
                 if (td_oracle_build(&g, &p, &o, &err) != TD_OK) {

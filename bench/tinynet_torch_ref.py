@@ -28,6 +28,7 @@ except ImportError:
     sys.exit(0)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # no __pycache__ in the fixtures directory
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "fixtures", "tinynet"))
 import gen_fixtures  # noqa: E402  (the PyTorch TinyNet with timm's names)
 

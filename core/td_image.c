@@ -630,6 +630,12 @@ td_status td_image_transform_check(const td_image_transform *tf,
         return td_error_set(err, TD_EINVAL,
                             "transform: crop_pct %g is outside (0, 2]",
                             tf->crop_pct);
+    if (floor(tf->out_h / tf->crop_pct) < 1 ||
+        floor(tf->out_w / tf->crop_pct) < 1)
+        return td_error_set(err, TD_EINVAL,
+                            "transform: crop_pct %g resizes a %dx%d input "
+                            "to nothing", tf->crop_pct, tf->out_h,
+                            tf->out_w);
     if (tf->interp != TD_INTERP_BILINEAR && tf->interp != TD_INTERP_BICUBIC)
         return td_error_set(err, TD_EINVAL,
                             "transform: unknown interpolation %d",
@@ -726,9 +732,12 @@ static int plan(const td_image_transform *tf, int src_w, int src_h,
     return 0;
 }
 
+/* Source rows per horizontal-pass tile. */
+#define HROWS 16
+
 /* Scratch layout, shared by the size query and the run. */
 typedef struct scratch_plan {
-    size_t kx, bx, ky, by, pre, row, tmp, total;
+    size_t kx, bx, ky, by, pre, row, acc, tmp, total;
 } scratch_plan;
 
 static size_t add_sz(size_t a, size_t b)
@@ -742,7 +751,7 @@ static size_t mul_sz(size_t a, size_t b)
 }
 
 static void plan_scratch(const axis_plan *ax, const axis_plan *ay,
-                         int channels, int grayscale, scratch_plan *s)
+                         int channels, scratch_plan *s)
 {
     size_t nx = (size_t)(ax->hi - ax->lo), ny = (size_t)(ay->hi - ay->lo);
     size_t kmax = (size_t)(ax->ksize > ay->ksize ? ax->ksize : ay->ksize);
@@ -751,12 +760,15 @@ static void plan_scratch(const axis_plan *ax, const axis_plan *ay,
     s->ky = td_arena_round(mul_sz(mul_sz(ny, (size_t)ay->ksize), 4));
     s->by = td_arena_round(mul_sz(ny, 2 * sizeof(int)));
     s->pre = td_arena_round(mul_sz(kmax, sizeof(double)));
-    s->row = grayscale ? td_arena_round((size_t)ax->src) : 0;
+    s->row = td_arena_round(
+        mul_sz(mul_sz((size_t)ax->src, HROWS), (size_t)channels));
+    s->acc = td_arena_round(mul_sz(mul_sz(nx ? nx : 1, (size_t)channels),
+                                   sizeof(int32_t)));
     /* Rows the vertical pass reads; at most the whole source height. */
     s->tmp = td_arena_round(
         mul_sz(mul_sz((size_t)ay->src, nx ? nx : 1), (size_t)channels));
     s->total = add_sz(add_sz(add_sz(s->kx, s->bx), add_sz(s->ky, s->by)),
-                      add_sz(add_sz(s->pre, s->row), s->tmp));
+                      add_sz(add_sz(s->pre, s->row), add_sz(s->acc, s->tmp)));
 }
 
 size_t td_image_preprocess_scratch(const td_image_transform *tf, int src_w,
@@ -767,9 +779,50 @@ size_t td_image_preprocess_scratch(const td_image_transform *tf, int src_w,
     if (td_image_transform_check(tf, NULL) != TD_OK ||
         plan(tf, src_w, src_h, &ax, &ay) != 0)
         return SIZE_MAX;
-    plan_scratch(&ax, &ay, td_image_transform_channels(tf), tf->grayscale,
-                 &s);
+    plan_scratch(&ax, &ay, td_image_transform_channels(tf), &s);
     return s.total;
+}
+
+size_t td_image_preprocess_scratch_max(const td_image_transform *tf,
+                                       const td_image_limits *lim)
+{
+    uint64_t mw = lim ? lim->max_width : TD_IMAGE_DEFAULT_MAX_SIDE;
+    uint64_t mh = lim ? lim->max_height : TD_IMAGE_DEFAULT_MAX_SIDE;
+    size_t c, ks, total;
+    double smin, f;
+    if (td_image_transform_check(tf, NULL) != TD_OK)
+        return SIZE_MAX;
+    /* A side may also be capped only by the pixel limit, or not at all. */
+    if (lim && lim->max_pixels) {
+        if (!mw || mw > lim->max_pixels)
+            mw = lim->max_pixels;
+        if (!mh || mh > lim->max_pixels)
+            mh = lim->max_pixels;
+    }
+    if (!mw || !mh || mw > INT_MAX || mh > INT_MAX)
+        return SIZE_MAX;
+    c = (size_t)td_image_transform_channels(tf);
+    /* Resize keeps the aspect ratio, so both axes shrink by about the same
+     * factor, at most (largest side) / (smallest resize target); the
+     * resized sizes are floored or rounded, and floor(x), round(x) >= x/2
+     * for x >= 1, hence the 2. */
+    smin = floor((double)(tf->out_h < tf->out_w ? tf->out_h : tf->out_w) /
+                 tf->crop_pct);
+    if (smin < 1)
+        smin = 1;
+    f = 2.0 * (double)(mw > mh ? mw : mh) / smin + 1.0;
+    ks = (size_t)ceil(2.0 * f) * 2 + 1; /* BICUBIC support 2 >= BILINEAR */
+    total = td_arena_round(mul_sz(mul_sz((size_t)tf->out_w, ks), 4));
+    total = add_sz(total, td_arena_round((size_t)tf->out_w * 2 * sizeof(int)));
+    total = add_sz(total, td_arena_round(mul_sz(mul_sz((size_t)tf->out_h, ks),
+                                                4)));
+    total = add_sz(total, td_arena_round((size_t)tf->out_h * 2 * sizeof(int)));
+    total = add_sz(total, td_arena_round(mul_sz(ks, sizeof(double))));
+    total = add_sz(total, td_arena_round(mul_sz(mul_sz((size_t)mw, HROWS), c)));
+    total = add_sz(total, td_arena_round((size_t)tf->out_w * c * 4));
+    total = add_sz(total, td_arena_round(mul_sz(mul_sz((size_t)mh,
+                                                       (size_t)tf->out_w), c)));
+    return total;
 }
 
 #define PRECISION_BITS (32 - 8 - 2)
@@ -824,13 +877,82 @@ static void coeffs(const axis_plan *a, td_interp interp, int32_t *k,
     }
 }
 
-/* PIL's clip8: the rounded accumulator back to a byte. */
-static inline uint8_t clip8(int64_t acc)
+/* PIL's clip8: the rounded accumulator back to a byte. Accumulators are
+ * int32 as in PIL: a partial sum is at most 255 * (sum of positive
+ * weights) * 2^22 + 2^21, and the positive weights of a normalised
+ * BICUBIC sample sum to at most 1.14, so 1.2e9 < INT32_MAX. */
+static inline uint8_t clip8(int32_t acc)
 {
     if (acc <= 0)
         return 0;
     acc >>= PRECISION_BITS;
     return acc > 255 ? 255 : (uint8_t)acc;
+}
+
+/* One tile of the horizontal pass: for each crop column j, the taps of
+ * tile (x, HROWS, C) into rows of dst (rows, nx, C). The hot loop of the
+ * whole transform; with GCC on x86-64 it is also built for AVX2 (32-bit
+ * lane multiplies) and picked at load time. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void hpass_tile(const uint8_t *tile, int channels, const int32_t *kx,
+                       int ksize, const int *bx, int nx, int rows,
+                       uint8_t *dst)
+{
+    size_t lanes = (size_t)HROWS * channels;
+    for (int j = 0; j < nx; j++) {
+        const int32_t *k = kx + (size_t)j * ksize;
+        const uint8_t *t0 = tile + (size_t)bx[2 * j] * lanes;
+        int n = bx[2 * j + 1];
+        int32_t hacc[HROWS * 3];
+        for (int e = 0; e < HROWS * 3; e++)
+            hacc[e] = 1 << (PRECISION_BITS - 1);
+        if (channels == 3) {
+            for (int t = 0; t < n; t++) {
+                const uint8_t *v = t0 + (size_t)t * lanes;
+                int32_t kt = k[t];
+                for (int e = 0; e < HROWS * 3; e++)
+                    hacc[e] += v[e] * kt;
+            }
+        } else {
+            for (int t = 0; t < n; t++) {
+                const uint8_t *v = t0 + (size_t)t * lanes;
+                int32_t kt = k[t];
+                for (int e = 0; e < HROWS; e++)
+                    hacc[e] += v[e] * kt;
+            }
+        }
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < channels; c++)
+                dst[((size_t)r * nx + j) * channels + c] =
+                    clip8(hacc[r * channels + c]);
+    }
+}
+
+/* One output row of the vertical pass: acc[e] = sum over taps t of
+ * src[t * stride + e] * k[t], for the whole row at once. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void vpass_row(const uint8_t *restrict src, size_t stride,
+                      const int32_t *restrict k, int n,
+                      int32_t *restrict acc)
+{
+    for (size_t e = 0; e < stride; e++)
+        acc[e] = 1 << (PRECISION_BITS - 1);
+    for (int t = 0; t < n; t++) {
+        const uint8_t *restrict row = src + (size_t)t * stride;
+        int32_t kt = k[t];
+        size_t e = 0;
+        /* Fixed-length blocks: GCC -O2 vectorises only loops that need
+         * no epilogue. */
+        for (; e + 32 <= stride; e += 32)
+            for (int q = 0; q < 32; q++)
+                acc[e + q] += row[e + q] * kt;
+        for (; e < stride; e++)
+            acc[e] += row[e] * kt;
+    }
 }
 
 td_status td_image_preprocess(const td_image *img,
@@ -843,10 +965,11 @@ td_status td_image_preprocess(const td_image *img,
     td_arena *ar = scratch;
     size_t mark = 0;
     int channels, nx, ny, y0, y1;
-    int32_t *kx, *ky;
+    int32_t *kx, *ky, *acc;
+    float lut[3][256];
     int *bx, *by;
     double *pre;
-    uint8_t *grow, *tmp;
+    uint8_t *tile, *tmp;
     td_status st;
 
     /* in: img (H,W,3) HWC uint8; out: (C,out_h,out_w) CHW float32 */
@@ -861,7 +984,7 @@ td_status td_image_preprocess(const td_image *img,
                             "crop_pct %g", img->width, img->height,
                             tf->out_w, tf->out_h, tf->crop_pct);
     channels = td_image_transform_channels(tf);
-    plan_scratch(&ax, &ay, channels, tf->grayscale, &sp);
+    plan_scratch(&ax, &ay, channels, &sp);
     if (sp.total == SIZE_MAX)
         return td_error_set(err, TD_ETOOBIG,
                             "preprocess: scratch for %dx%d overflows",
@@ -886,7 +1009,8 @@ td_status td_image_preprocess(const td_image *img,
     ky = td_arena_alloc(ar, sp.ky);
     by = td_arena_alloc(ar, sp.by);
     pre = td_arena_alloc(ar, sp.pre);
-    grow = sp.row ? td_arena_alloc(ar, sp.row) : NULL;
+    tile = td_arena_alloc(ar, sp.row);
+    acc = td_arena_alloc(ar, sp.acc);
     tmp = td_arena_alloc(ar, sp.tmp);
 
     nx = ax.hi - ax.lo;
@@ -897,76 +1021,68 @@ td_status td_image_preprocess(const td_image *img,
     y0 = ny ? by[0] : 0;
     y1 = ny ? by[2 * (ny - 1)] + by[2 * (ny - 1) + 1] : 0;
 
-    /* Horizontal pass: rows [y0, y1) into tmp (rows, nx, C), uint8. */
-    for (int y = y0; y < y1 && nx > 0; y++) {
-        const uint8_t *src = img->rgb + (size_t)y * (size_t)img->width * 3;
-        uint8_t *dst = tmp + (size_t)(y - y0) * (size_t)nx * channels;
-        if (tf->grayscale) {
-            /* PIL rgb2l: ITU-R 601-2 luma in 16-bit fixed point. */
-            for (int x = 0; x < img->width; x++)
-                grow[x] = (uint8_t)((src[3 * x] * 19595u +
-                                     src[3 * x + 1] * 38470u +
-                                     src[3 * x + 2] * 7471u + 0x8000u) >>
-                                    16);
-            src = grow;
-        }
-        for (int j = 0; j < nx; j++) {
-            const int32_t *k = kx + (size_t)j * ax.ksize;
-            const uint8_t *s = src + (size_t)bx[2 * j] * channels;
-            int n = bx[2 * j + 1];
-            if (channels == 1) {
-                int64_t a0 = 1 << (PRECISION_BITS - 1);
-                for (int t = 0; t < n; t++)
-                    a0 += (int64_t)s[t] * k[t];
-                dst[j] = clip8(a0);
+    /* Horizontal pass: rows [y0, y1) into tmp (rows, nx, C), uint8.
+     * HROWS rows at a time are transposed into tile (x, row, C) so each
+     * tap is one contiguous multiply-add over HROWS * C lanes. */
+    for (int yb = y0; yb < y1 && nx > 0; yb += HROWS) {
+        int rows = y1 - yb < HROWS ? y1 - yb : HROWS;
+        size_t lanes = (size_t)HROWS * channels;
+        for (int r = 0; r < HROWS; r++) {
+            /* Rows past the end repeat the last one; their sums are
+             * computed and dropped. */
+            int y = yb + (r < rows ? r : rows - 1);
+            const uint8_t *src = img->rgb + (size_t)y * img->width * 3;
+            uint8_t *col = tile + (size_t)r * channels;
+            if (tf->grayscale) {
+                /* PIL rgb2l: ITU-R 601-2 luma in 16-bit fixed point. */
+                for (int x = 0; x < img->width; x++)
+                    col[(size_t)x * lanes] = (uint8_t)(
+                        (src[3 * x] * 19595u + src[3 * x + 1] * 38470u +
+                         src[3 * x + 2] * 7471u + 0x8000u) >> 16);
             } else {
-                int64_t a0 = 1 << (PRECISION_BITS - 1), a1 = a0, a2 = a0;
-                for (int t = 0; t < n; t++) {
-                    a0 += (int64_t)s[3 * t] * k[t];
-                    a1 += (int64_t)s[3 * t + 1] * k[t];
-                    a2 += (int64_t)s[3 * t + 2] * k[t];
+                for (int x = 0; x < img->width; x++) {
+                    col[(size_t)x * lanes] = src[3 * x];
+                    col[(size_t)x * lanes + 1] = src[3 * x + 1];
+                    col[(size_t)x * lanes + 2] = src[3 * x + 2];
                 }
-                dst[3 * j] = clip8(a0);
-                dst[3 * j + 1] = clip8(a1);
-                dst[3 * j + 2] = clip8(a2);
             }
         }
+        hpass_tile(tile, channels, kx, ax.ksize, bx, nx, rows,
+                   tmp + (size_t)(yb - y0) * nx * channels);
     }
 
-    /* Vertical pass, ToTensor and Normalize, straight into CHW. Crop
-     * pixels outside the resized image are the padding value 0. */
+    /* ToTensor and Normalize as torchvision computes them, x.float().div(255)
+     * then sub(mean).div(std), each a float32 operation: a function of the
+     * byte alone, so tabulated (two divisions per element otherwise
+     * dominate the cost for small images). */
+    for (int c = 0; c < channels; c++)
+        for (int v = 0; v < 256; v++)
+            lut[c][v] = ((float)v / 255.0f - tf->mean[c]) / tf->std[c];
+    /* Crop pixels outside the resized image are the padding value 0. */
     for (int c = 0; c < channels; c++) {
-        float m = tf->mean[c], sd = tf->std[c];
-        float pad = (0.0f / 255.0f - m) / sd;
-        float *plane = out + (size_t)c * tf->out_h * tf->out_w;
+        float pad = lut[c][0];
         for (int i = 0; i < tf->out_h; i++) {
-            float *orow = plane + (size_t)i * tf->out_w;
-            int j;
-            if (i < ay.lo || i >= ay.hi || nx == 0) {
-                for (j = 0; j < tf->out_w; j++)
-                    orow[j] = pad;
-                continue;
-            }
-            {
-                const int32_t *k = ky + (size_t)(i - ay.lo) * ay.ksize;
-                int ymin = by[2 * (i - ay.lo)] - y0;
-                int n = by[2 * (i - ay.lo) + 1];
-                size_t stride = (size_t)nx * channels;
-                for (j = 0; j < ax.lo; j++)
-                    orow[j] = pad;
-                for (j = ax.lo; j < ax.hi; j++) {
-                    const uint8_t *s = tmp + (size_t)ymin * stride +
-                                       (size_t)(j - ax.lo) * channels + c;
-                    int64_t acc = 1 << (PRECISION_BITS - 1);
-                    for (int t = 0; t < n; t++)
-                        acc += (int64_t)s[(size_t)t * stride] * k[t];
-                    /* torchvision: x.float().div(255), then sub(mean).div(std),
-                     * each a float32 operation. */
-                    orow[j] = ((float)clip8(acc) / 255.0f - m) / sd;
-                }
-                for (; j < tf->out_w; j++)
-                    orow[j] = pad;
-            }
+            float *orow = out + ((size_t)c * tf->out_h + i) * tf->out_w;
+            int inside = i >= ay.lo && i < ay.hi && nx > 0;
+            int left = inside ? ax.lo : tf->out_w;
+            for (int j = 0; j < left; j++)
+                orow[j] = pad;
+            for (int j = inside ? ax.hi : tf->out_w; j < tf->out_w; j++)
+                orow[j] = pad;
+        }
+    }
+    /* Vertical pass over whole rows of tmp (contiguous, so it vectorises),
+     * then the table into CHW. */
+    for (int i = ay.lo; i < ay.hi && nx > 0; i++) {
+        const int32_t *k = ky + (size_t)(i - ay.lo) * ay.ksize;
+        int ymin = by[2 * (i - ay.lo)] - y0, n = by[2 * (i - ay.lo) + 1];
+        vpass_row(tmp + (size_t)ymin * nx * channels,
+                  (size_t)nx * channels, k, n, acc);
+        for (int c = 0; c < channels; c++) {
+            float *orow = out + ((size_t)c * tf->out_h + i) * tf->out_w +
+                          ax.lo;
+            for (int j = 0; j < nx; j++)
+                orow[j] = lut[c][clip8(acc[(size_t)j * channels + c])];
         }
     }
     st = TD_OK;

@@ -45,14 +45,14 @@ int td_oracle_mode_parse(const char *s);
 typedef struct td_oracle_params {
     td_oracle_mode mode;
     double eps;               /* target stretch 1+eps, 0 < eps <= 1 */
-    int ancestor_branches;    /* labels: cop branches to ancestors (1) */
+    int ancestor_branches;    /* labels: cop branches to ancestors (0) */
     uint32_t max_trees;       /* treecover: trees kept per scale (0: 16) */
     td_progress_fn progress;  /* optional */
     void *progress_ctx;
     const atomic_int *cancel; /* optional; set -> build returns TD_EBUSY */
 } td_oracle_params;
 
-/* Defaults: labels, eps 0.1, ancestor branches on, 16 trees per scale. */
+/* Defaults: labels, eps 0.1, no ancestor branches, 16 trees per scale. */
 void td_oracle_params_default(td_oracle_params *p);
 
 typedef struct td_oracle_stats {

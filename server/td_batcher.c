@@ -41,7 +41,10 @@ void td_infer_job_free(td_infer_job *job)
     if (job->model)
         td_model_unref(job->model);
     free(job->resp);
-    free(job->write_data);
+    if (job->write_free)
+        job->write_free(job->write_data);
+    else
+        free(job->write_data);
     free(job);
 }
 
@@ -366,6 +369,42 @@ static void dispatch(td_batcher *b, td_batch_queue *q)
     bt->n_in = first->oip.n_inputs;
     bt->n_out = first->model->kind->outputs(first->model->impl,
                                             &(const td_tensor_spec *){NULL});
+    /* Jobs past their deadline are answered 504 instead of computed. */
+    if (b->deadline_ns) {
+        uint64_t now = td_now_ns();
+        link = &q->head;
+        while ((job = *link) != NULL) {
+            if (now - job->req->start_ns > b->deadline_ns) {
+                *link = job->next;
+                q->rows -= job->rows;
+                q->n_jobs--;
+                if (td_http_release(job->req)) {
+                    td_http_respond_error(
+                        job->req, 504,
+                        "deadline of %llu ms passed before the request could "
+                        "run (--request-timeout)",
+                        (unsigned long long)(b->deadline_ns / 1000000u));
+                    td_http_resume(job->req);
+                }
+                td_infer_job_free(job);
+                continue;
+            }
+            link = &job->next;
+        }
+        q->tail = NULL;
+        for (job = q->head; job; job = job->next)
+            q->tail = job;
+        if (!q->head) {
+            free(bt->jobs);
+            free(bt);
+            return;
+        }
+        first = q->head;
+        bt->model = first->model;
+        bt->n_in = first->oip.n_inputs;
+        bt->n_out = first->model->kind->outputs(
+            first->model->impl, &(const td_tensor_spec *){NULL});
+    }
     /* Take the first job, then every later mergeable job that still fits;
      * others keep their place in the queue. */
     link = &q->head;
@@ -477,6 +516,19 @@ void td_batcher_submit(td_batcher *b, td_infer_job *job)
     td_batch_queue *q = queue_get(b, job->model->name);
     if (!q) {
         td_http_respond_error(job->req, 500, "out of memory");
+        td_http_resume(job->req);
+        td_infer_job_free(job);
+        return;
+    }
+    if (b->max_queue_rows &&
+        (uint64_t)(q->rows + job->rows) > b->max_queue_rows && q->rows > 0) {
+        /* Bounded memory under overload: refuse rather than queue. */
+        td_http_add_header(job->req, "Retry-After", "1");
+        td_http_respond_error(job->req, 503,
+                              "model \"%s\" has %lld rows queued, the limit "
+                              "is %llu (--max-queue); retry later",
+                              q->name, (long long)q->rows,
+                              (unsigned long long)b->max_queue_rows);
         td_http_resume(job->req);
         td_infer_job_free(job);
         return;

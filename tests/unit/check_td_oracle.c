@@ -316,19 +316,22 @@ static double check_oracle(const td_oracle *o, const td_graph *g,
     return worst;
 }
 
+static int use_ancestor_branches;
+
 static void build_oracle(const td_graph *g, double eps, td_oracle *o)
 {
     td_oracle_params p;
     td_error err;
     td_oracle_params_default(&p);
     p.eps = eps;
+    p.ancestor_branches = use_ancestor_branches;
     ck_assert_msg(td_oracle_build(g, &p, o, &err) == TD_OK, "%s", err.msg);
     ck_assert_uint_eq(o->stats.label_entries, o->lab_off[g->n]);
 }
 
 START_TEST(test_labels_guarantee_on_small_graphs)
 {
-    td_graph g;
+    td_graph g, g2;
     td_oracle o;
     rng_state = 11;
     const double eps[] = {0.5, 0.1, 0.02};
@@ -343,6 +346,17 @@ START_TEST(test_labels_guarantee_on_small_graphs)
     build_oracle(&g, 0.1, &o);
     check_oracle(&o, &g, 4000);
     td_oracle_free(&o);
+    /* The cop variant (branches to every adjacent ancestor) is as exact. */
+    use_ancestor_branches = 1;
+    build_oracle(&g, 0.1, &o);
+    check_oracle(&o, &g, 4000);
+    td_oracle_free(&o);
+    grid(15, 12, &g2);
+    build_oracle(&g2, 0.1, &o);
+    check_oracle(&o, &g2, 0);
+    td_oracle_free(&o);
+    td_graph_free(&g2);
+    use_ancestor_branches = 0;
     td_graph_free(&g);
     path_graph(70, &g);
     build_oracle(&g, 0.25, &o);
