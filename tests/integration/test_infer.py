@@ -428,6 +428,14 @@ def _():
     check(not failed, "%d of %d failed: %s" % (len(failed), n,
                                               "; ".join(map(str, failed[:5]))))
 
+    def in_flight():
+        for line in d.metrics().splitlines():
+            if line.startswith("tinyd_http_requests_in_flight "):
+                return float(line.split()[1])
+    # Only the /metrics request itself is in flight once all are answered.
+    tdtest.wait_for(lambda: in_flight() <= 1, 5,
+                    "tinyd_http_requests_in_flight back to 1")
+
 
 @t.test("dynamic batching: concurrent requests of mixed sizes, two models, "
         "and bad requests among them, each answered on its own")
