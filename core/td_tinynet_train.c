@@ -167,7 +167,7 @@ void td_tnt_init_weights(td_tnt_model *m, uint64_t seed)
     fill_normal(p + m->head_w, (size_t)last * a->head, sqrt(2.0 / a->head),
                 &rng);
     {
-        double range = 1.0 / sqrt((double)a->classes);
+        double range = 1.0 / sqrt((double)a->head);
         for (size_t i = 0; i < (size_t)a->head * a->classes; i++)
             p[m->fc_w + i] =
                 (float)(range * (2.0 * td_rng_float(&rng) - 1.0));
