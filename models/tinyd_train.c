@@ -60,6 +60,7 @@ typedef struct config {
     int pad, flip;
     int train_limit, test_limit;
     double bn_momentum;
+    int stop_after;       /* testing aid: exit 3 after N epochs, as if killed */
 } config;
 
 static void config_defaults(config *c)
@@ -174,7 +175,7 @@ static int apply(config *c, const char *key, const char *v, td_error *err)
     else if (!strcmp(key, "threads"))
         bad = parse_int(v, 1, MAX_THREADS, &c->threads);
     else if (!strcmp(key, "lr"))
-        bad = parse_num(v, 0, 100, &c->lr);
+        bad = parse_num(v, 0, 1e30, &c->lr);
     else if (!strcmp(key, "min-lr"))
         bad = parse_num(v, 0, 100, &c->min_lr);
     else if (!strcmp(key, "wd"))
@@ -219,6 +220,8 @@ static int apply(config *c, const char *key, const char *v, td_error *err)
         bad = parse_int(v, 1, 1 << 30, &c->train_limit);
     else if (!strcmp(key, "test-limit"))
         bad = parse_int(v, 1, 1 << 30, &c->test_limit);
+    else if (!strcmp(key, "stop-after"))
+        bad = parse_int(v, 1, 100000, &c->stop_after);
     else if (!strcmp(key, "bn-momentum"))
         bad = parse_num(v, 0, 1, &c->bn_momentum);
     else if (!strcmp(key, "resume"))
@@ -1135,6 +1138,13 @@ static int train_main(config *c)
         if (save_model(tr, test_acc, &err) || save_checkpoint(tr, &err) ||
             write_report(tr, &err))
             goto fail;
+        if (c->stop_after && tr->epoch + 1 == c->stop_after &&
+            tr->epoch + 1 < c->epochs) {
+            fprintf(stderr, "tinyd-train: stopping after epoch %d as asked\n",
+                    tr->epoch + 1);
+            rc = 3;
+            goto out;
+        }
     }
     if (!c->quiet)
         fprintf(stderr, "tinyd-train: wrote %s (report %s) in %.1f s\n",
