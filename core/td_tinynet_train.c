@@ -627,6 +627,7 @@ td_status td_tnt_save(const td_tnt_model *m, const td_tnt_meta *meta,
     meta_num(&x, "channels", m->in_ch);
     meta_str(&x, "interpolation", "bilinear");
     meta_str(&x, "crop_pct", "1.0");
+    meta_str(&x, "bn", "unfolded");
     if (meta) {
         char s[128];
         snprintf(s, sizeof s, "[%.8g, %.8g, %.8g]", meta->mean, meta->mean,
