@@ -744,18 +744,18 @@ static td_status wr_header(td_st_writer *w, char **hdr, size_t *hlen,
         bad = !e || !sh;
         for (d = 0; !bad && d < t->ndim; d++)
             bad = json_array_append_new(sh, json_integer(t->shape[d])) != 0;
-        /* Bitwise | so every call runs: set_new consumes its value even
-         * when it fails, so nothing leaks on out-of-memory. */
-        if (!bad)
-            bad = (json_object_set_new(e, "dtype",
-                                       json_string(td_dtype_name(t->dtype))) !=
-                   0) |
-                  (json_object_set_new(e, "shape", sh) != 0) |
-                  (json_object_set_new(
-                       e, "data_offsets",
-                       json_pack("[II]", (json_int_t)off,
-                                 (json_int_t)(off + t->nbytes))) != 0);
-        else
+        /* Every call runs even after a failure: set_new consumes its
+         * value either way, so nothing leaks on out-of-memory. */
+        if (!bad) {
+            int rc = json_object_set_new(
+                e, "dtype", json_string(td_dtype_name(t->dtype)));
+            rc |= json_object_set_new(e, "shape", sh);
+            rc |= json_object_set_new(
+                e, "data_offsets",
+                json_pack("[II]", (json_int_t)off,
+                          (json_int_t)(off + t->nbytes)));
+            bad = rc != 0;
+        } else
             json_decref(sh);
         if (!bad)
             bad = json_object_set_new(root, t->name, e) != 0;

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "td_api.h"
+#include "td_batcher.h"
 #include "td_buf.h"
 #include "td_oip.h"
 #include "td_router.h"
@@ -18,35 +20,22 @@
 /* Per-request state kept in req->route_data. */
 typedef struct api_req {
     td_match match;
-    /* Inference. */
-    td_model *model;          /* one reference while the request runs */
+    td_infer_job *job;        /* inference: parsed on the pool, then handed
+                                 to the batcher (which frees it) */
     size_t json_len;
-    td_oip_request oip;
-    td_tensor outputs[TD_OIP_MAX_TENSORS];
-    int n_outputs;
-    td_error err;
-    td_status status;
-    char *resp;               /* owned until responded */
-    size_t resp_len;
-    uint64_t queued_ns, started_ns, finished_ns;
+    int64_t rows;             /* for metrics, once answered */
 } api_req;
 
 static void api_req_free(void *p)
 {
     api_req *a = p;
-    int i;
     if (!a)
         return;
-    td_oip_request_free(&a->oip);
-    for (i = 0; i < a->n_outputs; i++)
-        free(a->outputs[i].data);
-    if (a->model)
-        td_model_unref(a->model);
-    free(a->resp);
+    td_infer_job_free(a->job);
     free(a);
 }
 
-static void respond_json(td_request *req, int status, json_t *obj)
+void td_api_respond_json(td_request *req, int status, json_t *obj)
 {
     char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(9))
                      : NULL;
@@ -85,7 +74,7 @@ static td_entry *find_entry(td_server *s, td_request *req, const td_match *m)
 
 static void server_meta(td_request *req)
 {
-    respond_json(req, 200,
+    td_api_respond_json(req, 200,
                  json_pack("{s:s, s:s, s:[s,s]}", "name", "tinyd", "version",
                            PACKAGE_VERSION, "extensions", "classification",
                            "binary_tensor_data"));
@@ -133,7 +122,7 @@ static void model_meta(td_server *s, td_request *req, const td_match *m)
     }
     if (obj && e->reason)
         json_object_set_new(obj, "reload_error", json_string(e->reason));
-    respond_json(req, 200, obj);
+    td_api_respond_json(req, 200, obj);
 }
 
 static void model_ready(td_server *s, td_request *req, const td_match *m)
@@ -143,7 +132,7 @@ static void model_ready(td_server *s, td_request *req, const td_match *m)
     if (!e)
         return;
     ok = e->model != NULL && !s->draining;
-    respond_json(req, ok ? 200 : 503,
+    td_api_respond_json(req, ok ? 200 : 503,
                  json_pack("{s:s, s:b}", "name", e->name, "ready", ok));
 }
 
@@ -160,10 +149,80 @@ static void models_index(td_server *s, td_request *req)
             json_object_set_new(o, "reason", json_string(e->reason));
         json_array_append_new(arr, o);
     }
-    respond_json(req, 200, json_pack("{s:o*}", "models", arr));
+    td_api_respond_json(req, 200, json_pack("{s:o*}", "models", arr));
 }
 
 /* ------------------------------------------------------------ metrics */
+
+/* Triton's exec count, queue and compute time, and a batch size
+ * histogram, from the batcher's per-model queues. */
+static void batch_metrics(td_server *s, td_buf *b)
+{
+    static const char *const le[9] = {"1", "2", "4", "8", "16", "32",
+                                      "64", "128", "+Inf"};
+    size_t i;
+    int k;
+    td_buf_printf(b, "# HELP tinyd_inference_exec_count_total Forward passes "
+                     "(a merged batch counts once).\n"
+                     "# TYPE tinyd_inference_exec_count_total counter\n");
+    for (i = 0; i < s->registry.n_entries; i++) {
+        const td_batch_queue *q =
+            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
+        td_buf_printf(b, "tinyd_inference_exec_count_total{model=\"");
+        td_metrics_label(b, s->registry.entries[i].name);
+        td_buf_printf(b, "\"} %llu\n",
+                      q ? (unsigned long long)q->stats.batches : 0ull);
+    }
+    td_buf_printf(b, "# HELP tinyd_inference_queue_duration_us_total "
+                     "Microseconds requests waited for their batch.\n"
+                     "# TYPE tinyd_inference_queue_duration_us_total "
+                     "counter\n");
+    for (i = 0; i < s->registry.n_entries; i++) {
+        const td_batch_queue *q =
+            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
+        td_buf_printf(b, "tinyd_inference_queue_duration_us_total{model=\"");
+        td_metrics_label(b, s->registry.entries[i].name);
+        td_buf_printf(b, "\"} %llu\n",
+                      q ? (unsigned long long)(q->stats.queue_ns / 1000) : 0ull);
+    }
+    td_buf_printf(b, "# HELP tinyd_inference_compute_duration_us_total "
+                     "Microseconds of forward passes.\n"
+                     "# TYPE tinyd_inference_compute_duration_us_total "
+                     "counter\n");
+    for (i = 0; i < s->registry.n_entries; i++) {
+        const td_batch_queue *q =
+            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
+        td_buf_printf(b,
+                      "tinyd_inference_compute_duration_us_total{model=\"");
+        td_metrics_label(b, s->registry.entries[i].name);
+        td_buf_printf(b, "\"} %llu\n",
+                      q ? (unsigned long long)(q->stats.compute_ns / 1000)
+                        : 0ull);
+    }
+    td_buf_printf(b, "# HELP tinyd_inference_batch_size Rows per forward "
+                     "pass.\n"
+                     "# TYPE tinyd_inference_batch_size histogram\n");
+    for (i = 0; i < s->registry.n_entries; i++) {
+        const td_batch_queue *q =
+            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
+        uint64_t cum = 0;
+        if (!q)
+            continue;
+        for (k = 0; k < 9; k++) {
+            cum += q->stats.size_bucket[k];
+            td_buf_printf(b, "tinyd_inference_batch_size_bucket{model=\"");
+            td_metrics_label(b, q->name);
+            td_buf_printf(b, "\",le=\"%s\"} %llu\n", le[k],
+                          (unsigned long long)cum);
+        }
+        td_buf_printf(b, "tinyd_inference_batch_size_sum{model=\"");
+        td_metrics_label(b, q->name);
+        td_buf_printf(b, "\"} %llu\n", (unsigned long long)q->stats.rows);
+        td_buf_printf(b, "tinyd_inference_batch_size_count{model=\"");
+        td_metrics_label(b, q->name);
+        td_buf_printf(b, "\"} %llu\n", (unsigned long long)q->stats.batches);
+    }
+}
 
 static void metrics(td_server *s, td_request *req)
 {
@@ -190,13 +249,19 @@ static void metrics(td_server *s, td_request *req)
                   "# TYPE tinyd_models gauge\n"
                   "tinyd_models{state=\"READY\"} %zu\n"
                   "tinyd_models{state=\"UNAVAILABLE\"} %zu\n"
-                  "# HELP tinyd_reloads_total Repository scans, by result.\n"
+                  "# HELP tinyd_reloads_total Repository scans, by result (failed: the "
+                  "directory could not be read).\n"
                   "# TYPE tinyd_reloads_total counter\n"
                   "tinyd_reloads_total{result=\"ok\"} %llu\n"
-                  "tinyd_reloads_total{result=\"failed\"} %llu\n",
+                  "tinyd_reloads_total{result=\"failed\"} %llu\n"
+                  "# HELP tinyd_model_load_failures_total Files that failed "
+                  "to load (new or changed).\n"
+                  "# TYPE tinyd_model_load_failures_total counter\n"
+                  "tinyd_model_load_failures_total %llu\n",
                   ready, failed,
                   (unsigned long long)s->registry.reloads_ok,
-                  (unsigned long long)s->registry.reloads_failed);
+                  (unsigned long long)s->registry.reloads_failed,
+                  (unsigned long long)s->registry.load_failures);
 #define MODEL_FAMILY(metric, help, type, field)                               \
     do {                                                                      \
         td_buf_printf(&b, "# HELP " metric " " help "\n# TYPE " metric       \
@@ -215,10 +280,18 @@ static void metrics(td_server *s, td_request *req)
     MODEL_FAMILY("tinyd_inference_count_total",
                  "Inferences performed (a batch of n counts n).", "counter",
                  inferences);
-    MODEL_FAMILY("tinyd_inference_exec_count_total",
-                 "Model executions (a batch counts once).", "counter",
-                 exec_count);
 #undef MODEL_FAMILY
+    batch_metrics(s, &b);
+    {
+        unsigned counts[5];
+        int k;
+        td_jobs_counts(&s->jobs, counts);
+        td_buf_printf(&b, "# HELP tinyd_graph_jobs Graph build jobs, by "
+                          "state.\n# TYPE tinyd_graph_jobs gauge\n");
+        for (k = 0; k < 5; k++)
+            td_buf_printf(&b, "tinyd_graph_jobs{state=\"%s\"} %u\n",
+                          td_job_state_name((td_job_state)k), counts[k]);
+    }
     text = td_buf_take(&b, &len);
     if (!text) {
         td_http_respond_error(req, 500, "out of memory");
@@ -230,51 +303,53 @@ static void metrics(td_server *s, td_request *req)
 
 /* ------------------------------------------------------------ inference */
 
-/* Pool thread: parse, check, run, serialise. Touches only a and its model. */
-static void infer_work(td_request *req)
+/* Pool thread: the OIP response for one job's output rows. */
+static td_status oip_write(td_infer_job *job, const td_tensor *outputs,
+                           int n_outputs, td_error *err)
 {
-    api_req *a = req->route_data;
-    const td_servable_kind *k = a->model->kind;
-    const td_tensor_spec *in, *out;
-    int n_in = k->inputs(a->model->impl, &in);
-    int n_out = k->outputs(a->model->impl, &out);
-    td_oip_limits limits = {(size_t)1 << 28, 0};
-    int i;
-    a->started_ns = td_now_ns();
-    td_error_clear(&a->err);
-    a->status = td_oip_parse(req->body, req->body_len, a->json_len, in, n_in,
-                             out, n_out, &limits, &a->oip, &a->err);
-    if (a->status != TD_OK)
-        return;
-    a->status = k->infer(a->model->impl, a->oip.inputs, a->outputs, &a->err);
-    if (a->status == TD_OK) {
-        const char *const *labels = NULL;
-        int n_labels = 0;
-        a->n_outputs = n_out;
-        if (k->labels)
-            labels = k->labels(a->model->impl, &n_labels);
-        a->status = td_oip_response(a->model->name, &a->oip, a->outputs,
-                                    n_out, labels, n_labels, &a->resp,
-                                    &a->resp_len, &a->err);
-    } else {
-        /* The engine owns nothing it failed to fill. */
-        for (i = 0; i < n_out; i++)
-            a->outputs[i].data = NULL;
-    }
-    a->finished_ns = td_now_ns();
+    const td_servable_kind *k = job->model->kind;
+    const char *const *labels = NULL;
+    int n_labels = 0;
+    if (k->labels)
+        labels = k->labels(job->model->impl, &n_labels);
+    return td_oip_response(job->model->name, &job->oip, outputs, n_outputs,
+                           labels, n_labels, &job->resp, &job->resp_len,
+                           err);
 }
 
-/* Loop thread: answer and count. */
-static void infer_done(td_request *req)
+/* Pool thread: parse and check the request against the model. */
+static void infer_parse(td_request *req)
 {
     api_req *a = req->route_data;
-    if (a->status == TD_OK) {
-        td_http_respond_owned(req, 200, JSON_TYPE, a->resp, a->resp_len);
-        a->resp = NULL;
-    } else {
-        td_http_respond_error(req, td_status_http(a->status), "%s",
-                              a->err.msg);
+    td_infer_job *job = a->job;
+    const td_servable_kind *k = job->model->kind;
+    const td_tensor_spec *in, *out;
+    int n_in = k->inputs(job->model->impl, &in);
+    int n_out = k->outputs(job->model->impl, &out);
+    td_oip_limits limits = {TD_OIP_DEFAULT_MAX_ELEMENTS, 0};
+    td_error_clear(&job->err);
+    job->status = td_oip_parse(req->body, req->body_len, a->json_len, in,
+                               n_in, out, n_out, &limits, &job->oip,
+                               &job->err);
+    if (job->status == TD_OK)
+        job->rows = job->oip.inputs[0].ndim > 0 ? job->oip.inputs[0].shape[0]
+                                                : 1;
+}
+
+/* Loop thread: a bad request is answered now; a good one is batched. */
+static void infer_parsed(td_request *req)
+{
+    td_server *s = req->app;
+    api_req *a = req->route_data;
+    td_infer_job *job = a->job;
+    if (job->status != TD_OK) {
+        td_http_respond_error(req, td_status_http(job->status), "%s",
+                              job->err.msg);
+        return;
     }
+    a->job = NULL;
+    a->rows = job->rows;
+    td_batcher_submit(&s->batcher, job);
 }
 
 static void infer_start(td_server *s, td_request *req, api_req *a)
@@ -284,7 +359,6 @@ static void infer_start(td_server *s, td_request *req, api_req *a)
     if (!e)
         return;
     if (!e->model) {
-        e->failure++;
         td_http_respond_error(req, 503, "model \"%s\" is not available: %s",
                               e->name, e->reason ? e->reason : "not loaded");
         return;
@@ -304,10 +378,16 @@ static void infer_start(td_server *s, td_request *req, api_req *a)
         }
         a->json_len = (size_t)v;
     }
-    a->model = e->model;
-    td_model_ref(a->model);
-    a->queued_ns = td_now_ns();
-    td_http_defer(req, infer_work, infer_done);
+    a->job = calloc(1, sizeof *a->job);
+    if (!a->job) {
+        td_http_respond_error(req, 500, "out of memory");
+        return;
+    }
+    a->job->req = req;
+    a->job->model = e->model;
+    td_model_ref(e->model);
+    a->job->write = oip_write;
+    td_http_defer(req, infer_parse, infer_parsed);
 }
 
 /* ------------------------------------------------------------ dispatch */
@@ -340,9 +420,14 @@ void td_api_on_headers(void *app, td_request *req)
                               req->method, req->url, allow);
         return;
     }
-    if (s->draining && a->match.route == TD_ROUTE_MODEL_INFER &&
-        req->content_length == 0) {
-        td_http_respond_error(req, 503, "server is shutting down");
+    /* A request that arrives after SIGTERM (on a kept-alive connection)
+     * is not in flight: refuse it and close the connection. Health and
+     * metrics still answer (ready says false). */
+    if (s->draining && a->match.route != TD_ROUTE_HEALTH_LIVE &&
+        a->match.route != TD_ROUTE_HEALTH_READY &&
+        a->match.route != TD_ROUTE_METRICS) {
+        td_http_add_header(req, "Connection", "close");
+        td_http_respond_error(req, 503, "server is draining (shutting down)");
         return;
     }
     /* Unknown models are refused before their body is read. */
@@ -363,11 +448,11 @@ void td_api_on_body(void *app, td_request *req)
         server_meta(req);
         break;
     case TD_ROUTE_HEALTH_LIVE:
-        respond_json(req, 200, json_pack("{s:b}", "live", 1));
+        td_api_respond_json(req, 200, json_pack("{s:b}", "live", 1));
         break;
     case TD_ROUTE_HEALTH_READY: {
         int ok = s->ready && !s->draining;
-        respond_json(req, ok ? 200 : 503, json_pack("{s:b}", "ready", ok));
+        td_api_respond_json(req, ok ? 200 : 503, json_pack("{s:b}", "ready", ok));
         break;
     }
     case TD_ROUTE_MODELS:
@@ -385,6 +470,18 @@ void td_api_on_body(void *app, td_request *req)
     case TD_ROUTE_METRICS:
         metrics(s, req);
         break;
+    case TD_ROUTE_GRAPH_SUBMIT:
+        td_api_graph_submit(s, req);
+        break;
+    case TD_ROUTE_GRAPH_LIST:
+        td_api_graph_list(s, req);
+        break;
+    case TD_ROUTE_GRAPH_GET:
+        td_api_graph_get(s, req, a->match.name);
+        break;
+    case TD_ROUTE_GRAPH_DELETE:
+        td_api_graph_delete(s, req, a->match.name);
+        break;
     default:
         td_http_respond_error(req, 404, "no such endpoint: %s %s",
                               req->method, req->url);
@@ -398,15 +495,13 @@ void td_api_on_complete(void *app, td_request *req, int ok)
     double secs = (double)(td_now_ns() - req->start_ns) / 1e9;
     td_metrics_observe(&s->metrics, (td_route_id)req->route, req->status,
                        secs);
-    if (a && a->match.route == TD_ROUTE_MODEL_INFER && a->model) {
+    if (a && a->match.route == TD_ROUTE_MODEL_INFER) {
         td_entry *e = td_registry_find(&s->registry, a->match.name);
         if (e) {
             if (req->status == 200) {
                 e->success++;
-                e->exec_count++;
-                if (a->oip.n_inputs > 0 && a->oip.inputs[0].ndim > 0)
-                    e->inferences += (uint64_t)a->oip.inputs[0].shape[0];
-            } else {
+                e->inferences += (uint64_t)a->rows;
+            } else if (req->status != 404) {
                 e->failure++;
             }
         }

@@ -27,6 +27,8 @@ typedef enum key_id {
     K_DRAIN_TIMEOUT,
     K_MAX_CONNECTIONS,
     K_CONNECTION_TIMEOUT,
+    K_MAX_BATCH,
+    K_BATCH_DELAY_US,
     K_CONFIG,
     K_COUNT
 } key_id;
@@ -36,7 +38,8 @@ const char *const td_config_keys[] = {
     "listen",          "models",          "state",
     "threads",         "max-body",        "log-level",
     "drain-timeout",   "max-connections", "connection-timeout",
-    "config",          NULL};
+    "max-batch",       "batch-delay-us",  "config",
+    NULL};
 
 static int lookup_key(const char *name, size_t len, key_id *id)
 {
@@ -80,6 +83,8 @@ void td_config_defaults(td_config *c)
     c->drain_timeout_ms = 10000;
     c->max_connections = 1024;
     c->connection_timeout_s = 60;
+    c->max_batch = 32;
+    c->batch_delay_us = 2000;
 }
 
 /* ---- value parsers: full-string checks, no sign, no overflow ---- */
@@ -287,6 +292,10 @@ static td_status apply(td_config *c, key_id id, const char *value,
         return set_uint(&c->max_connections, value, 1, CONNECTIONS_MAX, err);
     case K_CONNECTION_TIMEOUT:
         return set_uint(&c->connection_timeout_s, value, 0, SECONDS_MAX, err);
+    case K_MAX_BATCH:
+        return set_uint(&c->max_batch, value, 1, 4096, err);
+    case K_BATCH_DELAY_US:
+        return set_uint(&c->batch_delay_us, value, 0, 10000000u, err);
     case K_CONFIG:
         return set_path(c->config_path, sizeof c->config_path, value,
                         "file name", err);
@@ -571,6 +580,13 @@ void td_config_usage(FILE *out, const char *argv0)
             "  --connection-timeout SECONDS\n"
             "                           close idle connections after "
             "this long, 0 = never (default 60)\n"
+            "  --max-batch N            rows one forward pass may merge "
+            "from concurrent\n"
+            "                           requests (default 32, 1..4096)\n"
+            "  --batch-delay-us US      longest a request waits for a batch "
+            "to fill\n"
+            "                           while the workers are busy "
+            "(default 2000)\n"
             "  --config FILE            read settings from FILE first; "
             "flags override it\n"
             "  -h, --help               show this help and exit\n"

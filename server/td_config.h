@@ -43,6 +43,11 @@ typedef struct td_config {
                                   1024 */
     unsigned connection_timeout_s; /* --connection-timeout SECONDS, 0..86400
                                       (0 = none), default 60 */
+    unsigned max_batch;        /* --max-batch N: dynamic batching, rows
+                                  per forward pass, 1..4096, default 32 */
+    unsigned batch_delay_us;   /* --batch-delay-us US: longest a queued
+                                  request waits while workers are busy,
+                                  default 2000 */
     char config_path[4096];    /* --config FILE, "" if none */
 } td_config;
 

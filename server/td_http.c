@@ -36,6 +36,8 @@ struct td_http {
     int stopped;
     unsigned in_flight;
     unsigned in_pool;
+    int in_run;      /* inside MHD_run: a resume must not re-enter it */
+    int run_again;
     /* Suspended requests, so td_http_stop can answer them. */
     td_request **suspended;
     size_t n_suspended, cap_suspended;
@@ -59,7 +61,16 @@ static void http_run(td_http *h)
     MHD_UNSIGNED_LONG_LONG timeout;
     if (!h->daemon)
         return;
-    MHD_run(h->daemon);
+    if (h->in_run) {
+        h->run_again = 1;
+        return;
+    }
+    h->in_run = 1;
+    do {
+        h->run_again = 0;
+        MHD_run(h->daemon);
+    } while (h->run_again);
+    h->in_run = 0;
     if (MHD_get_timeout(h->daemon, &timeout) == MHD_YES) {
         /* Cap the wait so a clock jump never stalls the daemon. */
         if (timeout > 60000)
@@ -216,25 +227,34 @@ static void request_free(td_request *req)
     free(req);
 }
 
-static void work_cb(uv_work_t *w)
+void td_http_suspend(td_request *req)
 {
-    td_request *req = w->data;
-    req->work_fn(req);
+    if (req->suspended)
+        return;
+    MHD_suspend_connection(req->conn);
+    req->suspended = 1;
+    track_suspended(req->http, req);
 }
 
-static void after_work_cb(uv_work_t *w, int status)
+void td_http_hold(td_request *req)
 {
-    td_request *req = w->data;
-    td_http *h = req->http;
-    (void)status;
-    h->in_pool--;
-    req->in_pool = 0;
-    if (req->abandoned) {
+    req->holds++;
+    req->http->in_pool++;
+}
+
+int td_http_release(td_request *req)
+{
+    req->http->in_pool--;
+    if (--req->holds == 0 && req->abandoned) {
         request_free(req);
-        return;
+        return 0;
     }
-    if (!req->responded && req->done_fn)
-        req->done_fn(req);
+    return !req->abandoned;
+}
+
+void td_http_resume(td_request *req)
+{
+    td_http *h = req->http;
     if (!req->responded)
         td_http_respond_error(req, 500, "the handler produced no response");
     if (req->suspended) {
@@ -245,27 +265,41 @@ static void after_work_cb(uv_work_t *w, int status)
     http_run(h);
 }
 
+static void work_cb(uv_work_t *w)
+{
+    td_request *req = w->data;
+    req->work_fn(req);
+}
+
+static void after_work_cb(uv_work_t *w, int status)
+{
+    td_request *req = w->data;
+    (void)status;
+    if (!td_http_release(req))
+        return;
+    if (!req->responded && req->done_fn)
+        req->done_fn(req);
+    /* done_fn may have handed the request on (it holds it, suspended). */
+    if (req->responded || req->holds == 0)
+        td_http_resume(req);
+}
+
 void td_http_defer(td_request *req, td_work_fn work_fn, td_done_fn done_fn)
 {
-    td_http *h = req->http;
     int rc;
     req->work_fn = work_fn;
     req->done_fn = done_fn;
     req->work.data = req;
-    MHD_suspend_connection(req->conn);
-    req->suspended = 1;
-    track_suspended(h, req);
-    rc = uv_queue_work(h->loop, &req->work, work_cb, after_work_cb);
+    /* after_work_cb cannot run before we return to the loop, so queueing
+     * first and suspending second is safe, and a failure needs no undo. */
+    rc = uv_queue_work(req->http->loop, &req->work, work_cb, after_work_cb);
     if (rc != 0) {
-        req->suspended = 0;
-        untrack_suspended(h, req);
-        MHD_resume_connection(req->conn);
         td_http_respond_error(req, 503, "cannot queue work: %s",
                               uv_strerror(rc));
         return;
     }
-    req->in_pool = 1;
-    h->in_pool++;
+    td_http_suspend(req);
+    td_http_hold(req);
 }
 
 /* ------------------------------------------------------------ MHD hooks */
@@ -297,6 +331,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
         if (!req)
             return MHD_NO;
         req->http = h;
+        req->app = h->app;
         req->conn = conn;
         req->method = method;
         req->url = url;
@@ -356,7 +391,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
 
     if (req->responded)
         return send_response(req);
-    if (req->suspended || req->in_pool)
+    if (req->suspended || req->holds)
         return MHD_YES;
     if (req->body_too_big) {
         td_http_respond_error(req, 413,
@@ -392,8 +427,8 @@ static void completed_cb(void *cls, struct MHD_Connection *conn,
                             toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     if (req->suspended)
         untrack_suspended(h, req);
-    if (req->in_pool) {
-        req->abandoned = 1; /* after_work_cb frees it */
+    if (req->holds) {
+        req->abandoned = 1; /* the last td_http_release frees it */
         return;
     }
     request_free(req);

@@ -36,6 +36,7 @@ typedef void (*td_done_fn)(td_request *req);  /* loop thread, must respond */
 
 struct td_request {
     td_http *http;
+    void *app;            /* the app pointer given to td_http_start */
     struct MHD_Connection *conn;
     const char *method;   /* MHD's storage, valid for the request */
     const char *url;      /* path without the query string */
@@ -66,8 +67,8 @@ struct td_request {
     td_work_fn work_fn;
     td_done_fn done_fn;
     int suspended;
-    int in_pool;
-    int abandoned;        /* the connection went away while in the pool */
+    int holds;            /* asynchronous work referring to this request */
+    int abandoned;        /* the connection went away while held */
 };
 
 typedef struct td_http_handlers {
@@ -100,7 +101,7 @@ uint16_t td_http_port(const td_http *h);
 void td_http_quiesce(td_http *h);
 /* Requests between their headers and their completion. */
 unsigned td_http_in_flight(const td_http *h);
-/* Requests whose work is on the pool now. */
+/* Requests held by asynchronous work now. */
 unsigned td_http_in_pool(const td_http *h);
 /* Answer every suspended request with 503 and stop MHD. Call once the
  * drain is over; in_pool work is left to finish into the void. */
@@ -127,6 +128,19 @@ const char *td_http_query(const td_request *req, const char *name);
 /* Suspend the connection and run work_fn on the thread pool, then done_fn
  * on the loop thread, which must respond. */
 void td_http_defer(td_request *req, td_work_fn work_fn, td_done_fn done_fn);
+
+/* The primitives under td_http_defer, for work that serves several
+ * requests at once (the dynamic batcher):
+ * - td_http_suspend: answer later; the connection waits.
+ * - td_http_hold / td_http_release: asynchronous work refers to req; while
+ *   held, req is not freed even if the server stops and answers it.
+ *   td_http_release returns 0 when req was abandoned (and now freed): the
+ *   caller must not touch it again.
+ * - td_http_resume: req has responded (td_http_respond*); send it. */
+void td_http_suspend(td_request *req);
+void td_http_hold(td_request *req);
+int td_http_release(td_request *req);
+void td_http_resume(td_request *req);
 
 uint64_t td_now_ns(void);
 

@@ -151,6 +151,18 @@ static void flatten(json_t *v, flatten_ctx *c, int depth)
     c->count++;
 }
 
+/* Leaf values in nested data; arrays deeper than a tensor can be are
+ * counted as one (invalid) leaf so flatten reports them. */
+static size_t count_leaves(json_t *v, int depth)
+{
+    size_t i, n = 0;
+    if (!json_is_array(v) || depth > TD_ST_MAX_DIMS)
+        return 1;
+    for (i = 0; i < json_array_size(v); i++)
+        n += count_leaves(json_array_get(v, i), depth + 1);
+    return n;
+}
+
 /* Parse, check and load one input object into t. */
 static td_status parse_input(json_t *in, const td_tensor_spec *spec,
                              const td_oip_limits *limits, const char *bin,
@@ -224,7 +236,7 @@ static td_status parse_input(json_t *in, const td_tensor_spec *spec,
     for (i = 0; i < (size_t)t->ndim; i++) {
         if (t->shape[i] != 0 &&
             numel > (limits && limits->max_elements ? limits->max_elements
-                                                    : SIZE_MAX / 16) /
+                                                    : TD_OIP_DEFAULT_MAX_ELEMENTS) /
                         (size_t)t->shape[i])
             return td_error_set(err, TD_ETOOBIG,
                                 "input \"%s\": shape %s holds too many "
@@ -234,10 +246,8 @@ static td_status parse_input(json_t *in, const td_tensor_spec *spec,
     }
     esize = td_dtype_size(dt);
     t->nbytes = numel * esize;
-    t->data = malloc(t->nbytes ? t->nbytes : 1);
-    if (!t->data)
-        return td_error_set(err, TD_ENOMEM, "out of memory for input \"%s\"",
-                            spec->name);
+    /* Check the data's size against the shape before allocating, so a
+     * small request cannot claim a huge tensor. */
     if (bsize) {
         json_int_t n;
         if (data)
@@ -250,7 +260,7 @@ static td_status parse_input(json_t *in, const td_tensor_spec *spec,
                                 "input \"%s\": binary_data_size must be a "
                                 "non-negative integer",
                                 spec->name);
-        if ((size_t)n != t->nbytes)
+        if ((uint64_t)n != (uint64_t)t->nbytes)
             return td_error_set(err, TD_EINVAL,
                                 "input \"%s\": binary_data_size is %lld "
                                 "bytes, shape %s of %s needs %zu",
@@ -262,6 +272,10 @@ static td_status parse_input(json_t *in, const td_tensor_spec *spec,
                                 "bytes declared, %zu left in the body",
                                 spec->name, (long long)n,
                                 bin_len - *bin_off);
+        t->data = malloc(t->nbytes ? t->nbytes : 1);
+        if (!t->data)
+            return td_error_set(err, TD_ENOMEM,
+                                "out of memory for input \"%s\"", spec->name);
         memcpy(t->data, bin + *bin_off, (size_t)n);
         *bin_off += (size_t)n;
         return TD_OK;
@@ -271,26 +285,31 @@ static td_status parse_input(json_t *in, const td_tensor_spec *spec,
                             "input \"%s\": no \"data\" (and no "
                             "binary_data_size)",
                             spec->name);
+    if (!json_dtype_ok(dt))
+        return td_error_set(err, TD_EUNSUPPORTED,
+                            "input \"%s\": datatype %s is accepted only as "
+                            "binary data",
+                            spec->name, td_oip_dtype_name(dt));
     {
-        flatten_ctx c = {dt, t->data, numel, 0, 0, 0};
-        if (!json_dtype_ok(dt))
-            return td_error_set(err, TD_EUNSUPPORTED,
-                                "input \"%s\": datatype %s is accepted only "
-                                "as binary data",
-                                spec->name, td_oip_dtype_name(dt));
+        size_t leaves = count_leaves(data, 0);
+        flatten_ctx c = {dt, NULL, numel, 0, 0, 0};
+        if (leaves != numel)
+            return td_error_set(err, TD_EINVAL,
+                                "input \"%s\": shape %s holds %zu values, "
+                                "data has %zu",
+                                spec->name, got, numel, leaves);
+        t->data = malloc(t->nbytes ? t->nbytes : 1);
+        if (!t->data)
+            return td_error_set(err, TD_ENOMEM,
+                                "out of memory for input \"%s\"", spec->name);
+        c.buf = t->data;
         flatten(data, &c, 0);
-        if (c.bad == 1)
+        if (c.bad)
             return td_error_set(err, TD_EINVAL,
                                 "input \"%s\": data[%zu] is not a valid %s "
                                 "value",
                                 spec->name, c.bad_index,
                                 td_oip_dtype_name(dt));
-        if (c.bad == 2 || c.count != numel)
-            return td_error_set(err, TD_EINVAL,
-                                "input \"%s\": shape %s holds %zu values, "
-                                "data has %s%zu",
-                                spec->name, got, numel,
-                                c.bad == 2 ? "more than " : "", c.count);
     }
     return TD_OK;
 }
@@ -326,6 +345,21 @@ td_status td_oip_parse(const char *body, size_t len, size_t json_len,
     id = json_object_get(root, "id");
     if (id && json_is_string(id))
         req->id = strdup(json_string_value(id));
+    {
+        json_t *params = json_object_get(root, "parameters");
+        json_t *exact = params ? json_object_get(params, "exact") : NULL;
+        if (params && !json_is_object(params)) {
+            st = td_error_set(err, TD_EINVAL,
+                              "\"parameters\" must be an object");
+            goto out;
+        }
+        if (exact && !json_is_boolean(exact)) {
+            st = td_error_set(err, TD_EINVAL,
+                              "parameters.exact must be true or false");
+            goto out;
+        }
+        req->params.exact = exact && json_is_true(exact);
+    }
     inputs = json_object_get(root, "inputs");
     if (!json_is_array(inputs)) {
         st = td_error_set(err, TD_EINVAL,

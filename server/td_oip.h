@@ -18,6 +18,8 @@
 #include "td_servable.h"
 
 #define TD_OIP_MAX_TENSORS 16
+/* Values per input tensor when no limit is given (1 GiB of FP32). */
+#define TD_OIP_DEFAULT_MAX_ELEMENTS ((size_t)1 << 28)
 
 typedef struct td_oip_output_req {
     char name[64];
@@ -30,6 +32,7 @@ typedef struct td_oip_request {
     int n_inputs;
     td_oip_output_req outputs[TD_OIP_MAX_TENSORS];
     int n_outputs;                 /* 0: every declared output */
+    td_infer_params params;        /* from the request's "parameters" */
 } td_oip_request;
 
 typedef struct td_oip_limits {

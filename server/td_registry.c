@@ -139,7 +139,8 @@ typedef struct scan_known {
 typedef struct scan_job {
     uv_work_t work;
     td_registry *r;
-    char *dir;
+    char *dirs[TD_REGISTRY_MAX_DIRS];
+    int n_dirs;
     scan_known *known;
     size_t n_known;
     scan_item *items;
@@ -161,16 +162,27 @@ static const scan_known *known_find(const scan_job *job, const char *name)
     return NULL;
 }
 
-static void scan_work(uv_work_t *w)
+static int item_seen(const scan_job *job, const char *name)
 {
-    scan_job *job = w->data;
-    DIR *d = opendir(job->dir);
+    size_t i;
+    for (i = 0; i < job->n_items; i++)
+        if (strcmp(job->items[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+static void scan_dir(scan_job *job, const char *dir, int required)
+{
+    DIR *d = opendir(dir);
     struct dirent *de;
     if (!d) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "cannot read the repository %s: %s",
-                 job->dir, strerror(errno));
-        job->dir_error = strdup(msg);
+        if (required || errno != ENOENT) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "cannot read the repository %s: %s",
+                     dir, strerror(errno));
+            free(job->dir_error);
+            job->dir_error = strdup(msg);
+        }
         return;
     }
     while ((de = readdir(d)) != NULL) {
@@ -180,9 +192,16 @@ static void scan_work(uv_work_t *w)
         const scan_known *k;
         if (!td_registry_servable_name(de->d_name, name, sizeof name))
             continue;
-        snprintf(path, sizeof path, "%s/%s", job->dir, de->d_name);
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
             continue;
+        if (item_seen(job, name)) {
+            TD_LOG_WARN(job->r->log,
+                        "%s: the name \"%s\" is already served from an "
+                        "earlier directory; ignoring this file",
+                        path, name);
+            continue;
+        }
         if (job->n_items == job->cap_items) {
             size_t cap = job->cap_items ? job->cap_items * 2 : 16;
             scan_item *grown = realloc(job->items, cap * sizeof *grown);
@@ -214,6 +233,16 @@ static void scan_work(uv_work_t *w)
         }
     }
     closedir(d);
+}
+
+static void scan_work(uv_work_t *w)
+{
+    scan_job *job = w->data;
+    int i;
+    /* The repository itself must be readable; the daemon's own
+     * directories may not exist yet. */
+    for (i = 0; i < job->n_dirs; i++)
+        scan_dir(job, job->dirs[i], i == 0);
     qsort(job->items, job->n_items, sizeof *job->items, item_cmp);
 }
 
@@ -227,7 +256,8 @@ static void scan_job_free(scan_job *job)
     }
     free(job->items);
     free(job->known);
-    free(job->dir);
+    for (i = 0; i < (size_t)job->n_dirs; i++)
+        free(job->dirs[i]);
     free(job->dir_error);
     free(job);
 }
@@ -247,12 +277,17 @@ static void scan_start(td_registry *r)
 {
     scan_job *job = calloc(1, sizeof *job);
     size_t i;
-    if (!job || !(job->dir = strdup(r->dir)) ||
-        !(job->known = calloc(r->n_entries + 1, sizeof *job->known))) {
-        if (job) {
-            free(job->dir);
-            free(job);
-        }
+    int oom = !job;
+    for (i = 0; !oom && i < (size_t)r->n_dirs; i++) {
+        job->dirs[i] = strdup(r->dirs[i]);
+        job->n_dirs++;
+        oom = !job->dirs[i];
+    }
+    if (!oom)
+        oom = !(job->known = calloc(r->n_entries + 1, sizeof *job->known));
+    if (oom) {
+        if (job)
+            scan_job_free(job);
         TD_LOG_ERR(r->log, "repository scan: out of memory");
         return;
     }
@@ -346,10 +381,8 @@ static void scan_after(uv_work_t *w, int status)
     free(r->entries);
     r->entries = next;
     r->n_entries = job->n_items;
-    if (failed)
-        r->reloads_failed++;
-    else
-        r->reloads_ok++;
+    r->reloads_ok++;
+    r->load_failures += (uint64_t)failed;
 done:
     scan_job_free(job);
     r->scanned_once = 1;
@@ -363,18 +396,27 @@ done:
 
 /* ------------------------------------------------------------ API */
 
-td_status td_registry_init(td_registry *r, uv_loop_t *loop, const char *dir,
+td_status td_registry_init(td_registry *r, uv_loop_t *loop,
+                           const char *const *dirs, int n_dirs,
                            const td_log *log, td_registry_done_fn on_done,
                            void *app, td_error *err)
 {
+    int i;
     memset(r, 0, sizeof *r);
     r->loop = loop;
     r->log = log;
     r->on_done = on_done;
     r->app = app;
-    r->dir = strdup(dir);
-    if (!r->dir)
-        return td_error_set(err, TD_ENOMEM, "out of memory");
+    if (n_dirs < 1 || n_dirs > TD_REGISTRY_MAX_DIRS)
+        return td_error_set(err, TD_EINVAL, "bad repository directory count");
+    for (i = 0; i < n_dirs; i++) {
+        r->dirs[i] = strdup(dirs[i]);
+        if (!r->dirs[i]) {
+            td_registry_free(r);
+            return td_error_set(err, TD_ENOMEM, "out of memory");
+        }
+        r->n_dirs++;
+    }
     return TD_OK;
 }
 
@@ -414,10 +456,12 @@ td_model *td_registry_acquire(td_registry *r, const char *name)
 
 void td_registry_free(td_registry *r)
 {
-    size_t i;
-    for (i = 0; i < r->n_entries; i++)
-        entry_clear(&r->entries[i]);
+    size_t e;
+    int i;
+    for (e = 0; e < r->n_entries; e++)
+        entry_clear(&r->entries[e]);
     free(r->entries);
-    free(r->dir);
+    for (i = 0; i < r->n_dirs; i++)
+        free(r->dirs[i]);
     memset(r, 0, sizeof *r);
 }

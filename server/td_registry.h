@@ -55,27 +55,34 @@ typedef struct td_entry {
     char *reason;      /* owned: why the last load failed, or NULL */
     td_file_id tried;  /* the file version last attempted */
     /* Triton-style counters (loop thread). */
-    uint64_t success, failure, inferences, exec_count;
-    uint64_t request_ns, queue_ns, compute_ns;
+    uint64_t success, failure, inferences;
 } td_entry;
 
 typedef void (*td_registry_done_fn)(void *app, int changed, int failed);
 
+#define TD_REGISTRY_MAX_DIRS 4
+
 typedef struct td_registry {
     uv_loop_t *loop;
     const td_log *log;
-    char *dir;              /* owned */
+    char *dirs[TD_REGISTRY_MAX_DIRS]; /* owned; earlier dirs win on names */
+    int n_dirs;
     td_entry *entries;      /* owned, sorted by name */
     size_t n_entries;
     int scanning;
     int rescan_requested;
     int scanned_once;
-    uint64_t reloads_ok, reloads_failed;
+    uint64_t reloads_ok, reloads_failed; /* scans; failed = dir unreadable */
+    uint64_t load_failures;              /* files that failed to load */
     td_registry_done_fn on_done;
     void *app;
 } td_registry;
 
-td_status td_registry_init(td_registry *r, uv_loop_t *loop, const char *dir,
+/* dirs: the repository first (--models), then directories the daemon
+ * fills itself (oracles built from submitted graphs). A name found in an
+ * earlier directory hides the same name in a later one. */
+td_status td_registry_init(td_registry *r, uv_loop_t *loop,
+                           const char *const *dirs, int n_dirs,
                            const td_log *log, td_registry_done_fn on_done,
                            void *app, td_error *err);
 /* Start a scan on the pool; a scan requested while one runs is queued. */

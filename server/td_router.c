@@ -27,6 +27,10 @@ static const route_pattern routes[] = {
     {TD_METHOD_POST, "/v2/models/{name}/versions/{version}/infer",
      TD_ROUTE_MODEL_INFER},
     {TD_METHOD_GET, "/metrics", TD_ROUTE_METRICS},
+    {TD_METHOD_POST, "/v1/graphs", TD_ROUTE_GRAPH_SUBMIT},
+    {TD_METHOD_GET, "/v1/graphs", TD_ROUTE_GRAPH_LIST},
+    {TD_METHOD_GET, "/v1/graphs/{name}", TD_ROUTE_GRAPH_GET},
+    {TD_METHOD_DELETE, "/v1/graphs/{name}", TD_ROUTE_GRAPH_DELETE},
 };
 
 static const char *const route_labels[] = {

@@ -18,6 +18,10 @@
     X(MODEL_READY, "model_ready")        \
     X(MODEL_INFER, "model_infer")        \
     X(METRICS, "metrics")                \
+    X(GRAPH_SUBMIT, "graph_submit")      \
+    X(GRAPH_LIST, "graph_list")          \
+    X(GRAPH_GET, "graph_get")            \
+    X(GRAPH_DELETE, "graph_delete")      \
     X(UNMATCHED, "unmatched")
 
 typedef enum td_route_id {

@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "td_arena.h"
 #include "td_err.h"
 #include "td_safetensors.h"
 
@@ -30,6 +31,12 @@ typedef struct td_tensor {
     void *data;      /* owned by whoever filled the tensor; see below */
     size_t nbytes;
 } td_tensor;
+
+/* Request-level options (OIP "parameters") that reach the engine.
+ * Requests are batched together only when these are equal. */
+typedef struct td_infer_params {
+    int exact;   /* oracles: exact distances instead of (1+eps) bounds */
+} td_infer_params;
 
 /* A declared input or output; shape -1 means any size (the batch). */
 typedef struct td_tensor_spec {
@@ -57,9 +64,16 @@ typedef struct td_servable_kind {
      * extension. */
     const char *const *(*labels)(const void *impl, int *n);
     /* Fill outputs[i] (one per declared output, in order) with malloc'd
-     * data the caller frees. inputs follow the declared order. */
+     * data the caller frees. inputs follow the declared order; every input
+     * and output has the batch as its leading dimension. scratch is this
+     * worker's arena, reset before the call, at least scratch_bytes(rows)
+     * large. */
     td_status (*infer)(const void *impl, const td_tensor *inputs,
-                       td_tensor *outputs, td_error *err);
+                       const td_infer_params *params, td_tensor *outputs,
+                       td_arena *scratch, td_error *err);
+    /* Scratch bytes a batch of `rows` needs (NULL: none). */
+    size_t (*scratch_bytes)(const void *impl, const td_infer_params *params,
+                            int64_t rows);
 } td_servable_kind;
 
 /* NULL-terminated table of every kind this daemon serves. */

@@ -45,6 +45,14 @@ static void on_scan_done(void *app, int changed, int failed)
         send_ready(s);
 }
 
+/* A graph job produced or removed an oracle: rescan. */
+static void on_oracles_changed(void *app)
+{
+    td_server *s = app;
+    if (!s->draining)
+        td_registry_scan(&s->registry);
+}
+
 static void on_watchdog(uv_timer_t *t)
 {
     td_server *s = t->data;
@@ -83,9 +91,16 @@ static void finish_shutdown(td_server *s)
     close_handle(s, (uv_handle_t *)&s->sig_term);
     close_handle(s, (uv_handle_t *)&s->sig_int);
     close_handle(s, (uv_handle_t *)&s->sig_hup);
-    /* Work still on the pool (an abandoned request, a scan) must not keep
-     * the process alive past the drain. */
-    uv_stop(&s->loop);
+    td_batcher_close(&s->batcher);
+    td_jobs_stop(&s->jobs);
+    td_jobs_close(&s->jobs);
+    /* Requests abandoned at the drain timeout may still be computing: they
+     * must not keep the process alive. Anything else (a rescan) ends by
+     * itself, and the loop returns once it has. */
+    if (left) {
+        s->abandoned = 1;
+        uv_stop(&s->loop);
+    }
     TD_LOG_INFO(&s->log, "stopped");
 }
 
@@ -158,10 +173,29 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
     st = td_notify_init(&s->notify, err);
     if (st != TD_OK)
         goto fail_loop;
-    st = td_registry_init(&s->registry, &s->loop, cfg->models_dir, &s->log,
-                          on_scan_done, s, err);
+    {
+        char oracles[4096 + 16];
+        const char *dirs[2];
+        snprintf(oracles, sizeof oracles, "%s/oracles", cfg->state_dir);
+        dirs[0] = cfg->models_dir;
+        dirs[1] = oracles;
+        st = td_registry_init(&s->registry, &s->loop, dirs, 2, &s->log,
+                              on_scan_done, s, err);
+    }
     if (st != TD_OK)
         goto fail_notify;
+    /* A pool thread borrows at most one arena at a time. */
+    if (td_scratch_init(&s->scratch, (int)cfg->threads) != 0) {
+        st = td_error_set(err, TD_ENOMEM, "out of memory");
+        goto fail_registry_only;
+    }
+    td_batcher_init(&s->batcher, &s->loop, &s->scratch, cfg->threads,
+                    (int)cfg->max_batch, cfg->batch_delay_us);
+    s->cfg_oracle_mode = "labels";
+    st = td_jobs_init(&s->jobs, &s->loop, cfg->state_dir, 16, &s->log,
+                      on_oracles_changed, s, err);
+    if (st != TD_OK)
+        goto fail_batcher;
 
     memset(&hopt, 0, sizeof hopt);
     hopt.host = cfg->host;
@@ -200,6 +234,12 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
     return TD_OK;
 
 fail_registry:
+    td_jobs_stop(&s->jobs);
+    td_jobs_close(&s->jobs);
+fail_batcher:
+    td_batcher_close(&s->batcher);
+    td_scratch_free(&s->scratch);
+fail_registry_only:
     td_registry_free(&s->registry);
 fail_notify:
     td_notify_close(&s->notify);
@@ -219,9 +259,10 @@ int td_server_run(td_server *s)
 
 void td_server_free(td_server *s)
 {
-    /* Pool work may still hold the loop; the registry is freed only if
-     * nothing is scanning. The process exits right after. */
-    if (!s->registry.scanning) {
+    /* Work abandoned at the drain timeout may still use the arenas and the
+     * models; the process exits right after, so leave them. */
+    if (!s->abandoned && !s->registry.scanning) {
+        td_scratch_free(&s->scratch);
         td_registry_free(&s->registry);
         uv_loop_close(&s->loop);
     }

@@ -6,6 +6,7 @@ import sys
 sys.dont_write_bytecode = True  # keep the source tree clean (distcheck)
 import os
 import signal
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -167,6 +168,44 @@ def _():
        "b infer status")
 
 
+@t.test("a model removed while clients hammer it: 200 then 404, nothing "
+        "else")
+def _():
+    gone = tdtest.Linear.seeded(40, classes=3, features=5)
+    gone.save(d.repo, "gone")
+    d.hup_and_wait(lambda: state_of("gone") == "READY", "gone READY")
+    rows = gone.inputs(1)
+    want = tdtest.flatten(gone.expected(rows))
+    seen, bad = {}, []
+    stop = threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                r = d.infer("gone", tdtest.infer_body(rows))
+                seen[r.status] = seen.get(r.status, 0) + 1
+                if r.status == 200:
+                    tdtest.close_enough(tdtest.logits_of(r)[1], want, "gone")
+                elif r.status == 404:
+                    r.error()
+                else:
+                    bad.append(r)
+            except Exception as e:
+                bad.append(e)
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for th in threads:
+        th.start()
+    time.sleep(0.2)
+    os.unlink(os.path.join(d.repo, "gone.safetensors"))
+    d.hup_and_wait(lambda: "gone" not in d.models(), "gone unlisted")
+    time.sleep(0.2)
+    stop.set()
+    for th in threads:
+        th.join(10)
+    eq(bad[:3], [], "answers other than 200/404")
+    check(seen.get(200) and seen.get(404), "statuses seen: %r" % seen)
+
+
 @t.test("files that are not NAME.safetensors are ignored")
 def _():
     with open(os.path.join(d.repo, "README.txt"), "w") as f:
@@ -192,6 +231,11 @@ def _():
         tdtest.check_infer(d2, "good", STEADY, STEADY.inputs(1))
     finally:
         d2.close()
+
+
+@t.test("SIGTERM at the end: exit 0, no sanitizer report on stderr")
+def _():
+    d.check_clean_exit()
 
 
 t.run()

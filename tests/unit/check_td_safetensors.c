@@ -588,6 +588,15 @@ START_TEST(test_hostile_lengths)
     b[0] = 2;
     ck_assert_int_eq(td_st_parse(&f, b, 10, &err), TD_OK);
     td_st_close(&f);
+    /* N past the end by a lot but under the limit, with JSON that runs to
+     * the end of the file: trusting N would make the JSON parser read
+     * past the buffer (what the fuzz harness's guard page catches). */
+    memset(b, 0, 8);
+    b[2] = 0x13;
+    memcpy(b + 8, "{\"a\":{\"dtype\":\"U8\",", 19);
+    ck_assert_int_eq(td_st_parse(&f, b, 27, &err), TD_EFORMAT);
+    ck_assert_str_eq(err.msg, "header length 1245184 runs past the end of "
+                              "the 27-byte file");
     /* Huge header lengths: above the limit, and near 2^64 (where
      * 8 + N would wrap). */
     memset(b, 0xff, 8);
