@@ -4,8 +4,8 @@
 # Runs SGD, SAF, SAM and MESA on the same model and data subset, interleaved
 # and repeated (the machine is shared: compare ratios, not absolutes), with
 # the trajectory loss switched on from the second epoch so SAF and MESA pay
-# their full cost. Prints the median images/s of epoch 2 per optimiser and
-# its ratio to SGD. Run from the build directory after `make`.
+# their full cost. Prints the median images/s of epoch 2 per optimiser (wall
+# clock and per CPU second) and its ratio to SGD. Run from the build directory after `make`.
 #
 #   bench/train_speed.sh [-r REPEATS] [-n IMAGES] [-- extra tinyd-train flags]
 set -eu
@@ -32,20 +32,23 @@ for r in $(seq "$repeats"); do
         "$train" $model --epochs 2 --batch 128 --train-limit "$images" \
             --test-limit 256 --saf-minus 1 --saf-start 1 --opt "$opt" \
             --quiet --out "$tmp/$opt.safetensors" "$@"
-        python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(sys.argv[2], r["epochs"][1]["images_per_s"])' \
+        python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); e=r["epochs"][1]; print(sys.argv[2], e["images_per_s"], e["images_per_cpu_s"])' \
             "$tmp/$opt.report.json" "$opt" >>"$tmp/results"
     done
 done
 python3 - "$tmp/results" <<'PY'
 import statistics, sys
-runs = {}
+runs, cpu = {}, {}
 for line in open(sys.argv[1]):
-    opt, ips = line.split()
+    opt, ips, ipc = line.split()
     runs.setdefault(opt, []).append(float(ips))
+    cpu.setdefault(opt, []).append(float(ipc))
 base = statistics.median(runs["sgd"])
-print("%-5s %12s %9s  %s" % ("opt", "images/s", "x SGD", "runs"))
+cbase = statistics.median(cpu["sgd"])
+print("%-5s %10s %7s %12s %7s  %s" % ("opt", "images/s", "x SGD",
+      "img/CPU-s", "x SGD", "wall-clock runs"))
 for opt in ("sgd", "saf", "sam", "mesa"):
-    med = statistics.median(runs[opt])
-    print("%-5s %12.0f %9.2f  %s" % (opt, med, med / base,
-          " ".join("%.0f" % v for v in runs[opt])))
+    med, cmed = statistics.median(runs[opt]), statistics.median(cpu[opt])
+    print("%-5s %10.0f %7.2f %12.0f %7.2f  %s" % (opt, med, med / base, cmed,
+          cmed / cbase, " ".join("%.0f" % v for v in runs[opt])))
 PY

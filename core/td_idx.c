@@ -89,7 +89,8 @@ td_status td_idx_read(td_idx *out, const char *path, td_error *err)
     out->len = len;
     if (read_full(g, out->data, len)) {
         int zerr;
-        const char *zmsg = gzerror(g, &zerr);
+        char zmsg[128]; /* gzerror's string dies with gzclose */
+        snprintf(zmsg, sizeof zmsg, "%s", gzerror(g, &zerr));
         gzclose(g);
         td_idx_free(out);
         return td_error_set(err, TD_EFORMAT,
