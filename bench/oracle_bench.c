@@ -1,8 +1,10 @@
 /* oracle_bench: build time, size, query latency and stretch of the distance
  * oracles on real graphs, next to Dijkstra and bidirectional Dijkstra.
  *
- *   bench/oracle_bench [--eps 0.25,0.1] [--modes labels] [--pairs 2000]
- *                      [--queries 100000] [--seed 1] GRAPH...
+ *   bench/oracle_bench [--eps 0.25,0.1] [--modes labels,treecover]
+ *                      [--pairs 2000] [--queries 100000] [--trees 16]
+ *                      [--ancestor-branches 0|1]
+ *                      [--seed 1] GRAPH...
  *
  * For each graph (any td_graph_io format) and each mode/eps: build seconds,
  * peak RSS, oracle bytes and bytes per vertex, label entries per vertex,
@@ -77,7 +79,8 @@ static void progress(void *ctx, double f, const char *phase)
 int main(int argc, char **argv)
 {
     const char *eps_list = "0.25,0.1", *modes = "labels";
-    uint32_t pairs = 2000, queries = 100000;
+    uint32_t pairs = 2000, queries = 100000, trees = 16;
+    int anc = -1; /* -1: the oracle's default */
     int first = 1;
     for (; first < argc && argv[first][0] == '-'; first++) {
         if (first + 1 >= argc)
@@ -88,6 +91,10 @@ int main(int argc, char **argv)
             modes = argv[++first];
         else if (strcmp(argv[first], "--pairs") == 0)
             pairs = (uint32_t)atol(argv[++first]);
+        else if (strcmp(argv[first], "--ancestor-branches") == 0)
+            anc = atoi(argv[++first]);
+        else if (strcmp(argv[first], "--trees") == 0)
+            trees = (uint32_t)atol(argv[++first]);
         else if (strcmp(argv[first], "--queries") == 0)
             queries = (uint32_t)atol(argv[++first]);
         else if (strcmp(argv[first], "--seed") == 0)
@@ -99,7 +106,8 @@ int main(int argc, char **argv)
     }
     if (first >= argc) {
         fprintf(stderr, "usage: %s [--eps 0.25,0.1] [--modes labels] "
-                "[--pairs N] [--queries N] [--seed S] GRAPH...\n", argv[0]);
+                "[--pairs N] [--queries N] [--trees K] [--seed S] "
+                "GRAPH...\n", argv[0]);
         return 2;
     }
     for (int gi = first; gi < argc; gi++) {
@@ -168,6 +176,9 @@ int main(int argc, char **argv)
                 td_oracle_params_default(&p);
                 p.mode = (td_oracle_mode)mode;
                 p.eps = atof(es);
+                p.max_trees = trees;
+                if (anc >= 0)
+                    p.ancestor_branches = anc;
                 p.progress = progress;
                 p.progress_ctx = &last;
                 if (td_oracle_build(&g, &p, &o, &err) != TD_OK) {
@@ -181,14 +192,28 @@ int main(int argc, char **argv)
                        "graph)\n", ms, es, o.stats.build_seconds,
                        peak_rss_mib(), (double)bytes / 1048576.0,
                        (double)bytes / g.n, (double)(bytes - gbytes) / g.n);
-                printf("          supernodes %u  branches %u  depth max %u "
-                       "mean %.1f  max|A| %u  entries/vertex %.1f (max %u)  "
-                       "settled %.3g\n", o.stats.supernodes, o.stats.branches,
-                       o.stats.max_depth, o.stats.mean_depth,
-                       o.stats.max_ancestors,
-                       (double)o.stats.label_entries / g.n,
-                       o.stats.max_label,
-                       (double)o.stats.dijkstra_settled);
+                if (o.mode == TD_ORACLE_LABELS)
+                    printf("          factor %.4f  supernodes %u  branches %u "
+                           " depth max %u mean %.1f  max|A| %u  "
+                           "entries/vertex %.1f (max %u)  settled %.3g\n",
+                           o.factor, o.stats.supernodes, o.stats.branches,
+                           o.stats.max_depth, o.stats.mean_depth,
+                           o.stats.max_ancestors,
+                           (double)o.stats.label_entries / g.n,
+                           o.stats.max_label,
+                           (double)o.stats.dijkstra_settled);
+                else
+                    printf("          factor %.4f  scales %u  trees %u  "
+                           "tree vertices/vertex %.1f  pieces %llu dropped "
+                           "%llu  max tau/L %.4f  top-scale hops max %u "
+                           "(ratio to ceil(d/eps L) %.1f)  settled %.3g\n",
+                           o.factor, o.stats.scales, o.stats.trees,
+                           (double)o.stats.tree_vertices / g.n,
+                           (unsigned long long)o.stats.pieces,
+                           (unsigned long long)o.stats.pieces_dropped,
+                           o.stats.max_tau_over_L, o.stats.max_cluster_hops,
+                           o.stats.max_hops_ratio,
+                           (double)o.stats.dijkstra_settled);
                 /* Latency of the approximate query. */
                 double sink = 0;
                 for (uint32_t k = 0; k < queries; k++) {

@@ -9,7 +9,8 @@
 
 size_t td_dijkstra_ws_bytes(uint32_t n)
 {
-    return 2 * (size_t)n * (sizeof(double) + 5 * sizeof(uint32_t) + 1);
+    return 2 * (size_t)n * (sizeof(double) + sizeof(td_heap_item) +
+                            4 * sizeof(uint32_t) + 1);
 }
 
 td_status td_dijkstra_ws_init(td_dijkstra_ws *ws, uint32_t n, td_error *err)
@@ -66,66 +67,60 @@ static void side_reset(td_dside *d)
     d->hsize = 0;
 }
 
-static void sift_up(td_dside *d, uint32_t i)
+static void sift_up(td_dside *d, uint32_t i, td_heap_item it)
 {
-    uint32_t v = d->heap[i];
-    double key = d->dist[v];
     while (i > 0) {
         uint32_t p = (i - 1) / 2;
-        uint32_t pv = d->heap[p];
-        if (d->dist[pv] <= key)
+        if (d->heap[p].key <= it.key)
             break;
-        d->heap[i] = pv;
-        d->hpos[pv] = i + 1;
+        d->heap[i] = d->heap[p];
+        d->hpos[d->heap[i].v] = i + 1;
         i = p;
     }
-    d->heap[i] = v;
-    d->hpos[v] = i + 1;
+    d->heap[i] = it;
+    d->hpos[it.v] = i + 1;
 }
 
-static void sift_down(td_dside *d, uint32_t i)
+static void sift_down(td_dside *d, uint32_t i, td_heap_item it)
 {
-    uint32_t v = d->heap[i];
-    double key = d->dist[v];
     for (;;) {
         uint32_t c = 2 * i + 1;
         if (c >= d->hsize)
             break;
-        if (c + 1 < d->hsize && d->dist[d->heap[c + 1]] < d->dist[d->heap[c]])
+        if (c + 1 < d->hsize && d->heap[c + 1].key < d->heap[c].key)
             c++;
-        if (d->dist[d->heap[c]] >= key)
+        if (d->heap[c].key >= it.key)
             break;
         d->heap[i] = d->heap[c];
-        d->hpos[d->heap[i]] = i + 1;
+        d->hpos[d->heap[i].v] = i + 1;
         i = c;
     }
-    d->heap[i] = v;
-    d->hpos[v] = i + 1;
+    d->heap[i] = it;
+    d->hpos[it.v] = i + 1;
 }
 
-/* Lower v's distance to nd (caller checked nd < dist[v]). */
+/* Lower v's distance to nd (caller checked nd < dist[v]). A settled v can
+ * never qualify: its distance is <= the current key, and weights are >= 0,
+ * so the loops skip a "settled?" lookup. */
 static void relax(td_dside *d, uint32_t v, double nd, uint32_t from)
 {
+    td_heap_item it = {nd, v};
     if (d->dist[v] == INFINITY && !d->hpos[v])
         d->touched[d->n_touched++] = v;
     d->dist[v] = nd;
     d->pred[v] = from;
-    if (d->hpos[v]) {
-        sift_up(d, d->hpos[v] - 1);
-    } else {
-        d->heap[d->hsize] = v;
-        sift_up(d, d->hsize++);
-    }
+    if (d->hpos[v])
+        sift_up(d, d->hpos[v] - 1, it);
+    else
+        sift_up(d, d->hsize++, it);
 }
 
 static uint32_t pop_min(td_dside *d)
 {
-    uint32_t v = d->heap[0];
+    uint32_t v = d->heap[0].v;
     d->hpos[v] = 0;
-    if (--d->hsize) {
-        d->heap[0] = d->heap[d->hsize];
-        sift_down(d, 0);
-    }
+    if (--d->hsize)
+        sift_down(d, 0, d->heap[d->hsize]);
     d->done[v] = 1;
     d->settled[d->n_settled++] = v;
     return v;
@@ -152,7 +147,7 @@ void td_dijkstra_run(const td_graph *g, td_dijkstra_ws *ws,
             if (mark && mark[y] != mark_val)
                 continue;
             double nd = dx + g->w[e];
-            if (nd < d->dist[y] && nd <= limit && !d->done[y])
+            if (nd < d->dist[y] && nd <= limit)
                 relax(d, y, nd, x);
         }
         ws->scanned += g->off[x + 1] - g->off[x];
@@ -180,7 +175,7 @@ double td_dijkstra_pair(const td_graph *g, td_dijkstra_ws *ws, uint32_t s,
         for (uint64_t e = g->off[x]; e < g->off[x + 1]; e++) {
             uint32_t y = g->adj[e];
             double nd = dx + g->w[e];
-            if (nd < d->dist[y] && !d->done[y])
+            if (nd < d->dist[y])
                 relax(d, y, nd, x);
         }
         ws->scanned += g->off[x + 1] - g->off[x];
@@ -206,7 +201,7 @@ double td_bidijkstra(const td_graph *g, td_dijkstra_ws *ws, uint32_t s,
      * min key forward + min key backward >= best. Nodes whose key exceeds
      * the bound are never queued, which is where the pruning pays. */
     while (f->hsize && b->hsize) {
-        double kf = f->dist[f->heap[0]], kb = b->dist[b->heap[0]];
+        double kf = f->heap[0].key, kb = b->heap[0].key;
         if (kf + kb >= best)
             break;
         td_dside *me = kf <= kb ? f : b, *other = me == f ? b : f;
@@ -217,7 +212,7 @@ double td_bidijkstra(const td_graph *g, td_dijkstra_ws *ws, uint32_t s,
             double nd = dx + g->w[e];
             if (nd >= best)
                 continue;
-            if (nd < me->dist[y] && !me->done[y])
+            if (nd < me->dist[y])
                 relax(me, y, nd, x);
             double through = nd + other->dist[y];
             if (through < best)

@@ -26,11 +26,16 @@
 #include "td_err.h"
 #include "td_graph.h"
 
+typedef struct td_heap_item {
+    double key;
+    uint32_t v;
+} td_heap_item;
+
 typedef struct td_dside {
     double *dist;      /* [n]; INFINITY when untouched */
     uint32_t *pred;    /* [n]; TD_NONE for sources */
     uint32_t *hpos;    /* [n]; heap slot + 1, 0 = not in heap */
-    uint32_t *heap;    /* [n] vertex ids */
+    td_heap_item *heap; /* [n] keyed binary heap (keys inline: no gather) */
     uint32_t hsize;
     uint32_t *settled; /* [n] vertices in settle order */
     uint32_t n_settled;

@@ -7,9 +7,10 @@
  *   TD_ORACLE_TREECOVER  the paper's route (oracle.md §1.2-1.4): shortcut
  *                        partitions per distance scale, cluster-portal
  *                        trees (at most max_trees per scale), query = min
- *                        over trees of an O(1) LCA distance. Proven 1+eps
- *                        only for pairs whose certifying piece was kept, so
- *                        its factor is reported as unbounded (INFINITY).
+ *                        over trees of an O(1) LCA distance. Its factor is
+ *                        1 + 4 max(tau/L) (at most 1 + 0.8 eps) when no piece
+ *                        was dropped and no weight is 0, else INFINITY (no
+ *                        guarantee; measured stretch is reported instead).
  * Every answer is an upper bound d_hat >= d(u,v) (the length of a real
  * walk), reported with its guaranteed factor: d(u,v) <= d_hat <=
  * factor * d(u,v). "No path" (different components) is INFINITY.
@@ -44,14 +45,14 @@ int td_oracle_mode_parse(const char *s);
 typedef struct td_oracle_params {
     td_oracle_mode mode;
     double eps;               /* target stretch 1+eps, 0 < eps <= 1 */
-    int ancestor_branches;    /* labels: cop branches to ancestors (1) */
+    int ancestor_branches;    /* labels: cop branches to ancestors (0) */
     uint32_t max_trees;       /* treecover: trees kept per scale (0: 16) */
     td_progress_fn progress;  /* optional */
     void *progress_ctx;
     const atomic_int *cancel; /* optional; set -> build returns TD_EBUSY */
 } td_oracle_params;
 
-/* Defaults: labels, eps 0.1, ancestor branches on, 16 trees per scale. */
+/* Defaults: labels, eps 0.1, no ancestor branches, 16 trees per scale. */
 void td_oracle_params_default(td_oracle_params *p);
 
 typedef struct td_oracle_stats {
@@ -62,8 +63,10 @@ typedef struct td_oracle_stats {
     uint32_t max_label;            /* labels: most entries of one vertex */
     uint64_t dijkstra_settled;     /* build work: vertices settled */
     uint32_t scales, trees;        /* treecover */
-    uint64_t pieces, pieces_dropped;
+    uint64_t pieces, pieces_dropped, tree_vertices;
+    double max_tau_over_L;         /* treecover: worst cluster reach / L */
     uint32_t max_cluster_hops;     /* treecover: measured 0-1 BFS maximum */
+    double max_hops_ratio;         /* hops / ceil(d / (eps L)), worst */
 } td_oracle_stats;
 
 typedef struct td_oracle {
@@ -88,15 +91,19 @@ typedef struct td_oracle {
     const uint64_t *lab_off;   /* [n+1] */
     const uint32_t *lab_pv;    /* [entries] sorted per vertex */
     const float *lab_dist;     /* [entries] rounded up from exact */
-    /* treecover mode */
+    /* treecover mode: n_trees forests over V; tree t holds, per vertex,
+     * its piece id (TD_NONE: not in this tree) and its first Euler index;
+     * per tree, the Euler tour as preorder numbers, the depth of each
+     * preorder number, and a sparse table over blocks of the tour. */
     uint32_t n_trees;
-    const uint32_t *tc_piece;  /* [n_trees * n] piece id or TD_NONE */
-    const double *tc_depth;    /* [n_trees * n] distance to piece root */
-    const uint32_t *tc_first;  /* [n_trees * n] Euler index of v */
-    const uint32_t *tc_euler_off; /* [n_trees + 1] */
-    const uint32_t *tc_euler;  /* [sum] vertex ids of each tour */
-    const uint32_t *tc_sparse_off; /* [n_trees + 1] */
-    const uint32_t *tc_sparse; /* sparse tables of Euler positions */
+    const uint32_t *tc_piece;      /* [n_trees * n] */
+    const uint32_t *tc_first;      /* [n_trees * n] */
+    const uint64_t *tc_euler_off;  /* [n_trees + 1] */
+    const uint32_t *tc_euler;      /* [tc_euler_off[n_trees]] */
+    const uint64_t *tc_pdep_off;   /* [n_trees + 1] */
+    const double *tc_pdep;         /* [tc_pdep_off[n_trees]] */
+    const uint64_t *tc_sparse_off; /* [n_trees + 1] */
+    const uint32_t *tc_sparse;     /* [tc_sparse_off[n_trees]] */
     /* ownership */
     void **blocks;             /* malloc'd arrays to free */
     size_t n_blocks;

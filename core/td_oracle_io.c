@@ -49,12 +49,6 @@ td_status td_oracle_save(const td_oracle *o, const char *path, td_error *err)
     uint32_t n = o->g.n;
     if (!w)
         return td_error_set(err, TD_ENOMEM, "saving oracle: out of memory");
-    if (o->mode != TD_ORACLE_LABELS) {
-        td_st_writer_free(w);
-        return td_error_set(err, TD_EUNSUPPORTED, "saving oracle: mode %s "
-                            "cannot be saved yet",
-                            td_oracle_mode_name(o->mode));
-    }
 #define TRY(x)                                                                \
     do {                                                                      \
         if (st == TD_OK)                                                      \
@@ -63,18 +57,48 @@ td_status td_oracle_save(const td_oracle *o, const char *path, td_error *err)
     TRY(add1(w, "graph.off", TD_DT_U64, (uint64_t)n + 1, o->g.off, err));
     TRY(add1(w, "graph.adj", TD_DT_U32, o->g.n_arcs, o->g.adj, err));
     TRY(add1(w, "graph.w", TD_DT_F64, o->g.n_arcs, o->g.w, err));
-    TRY(add1(w, "cop.sn_of", TD_DT_U32, n, o->sn_of, err));
-    TRY(add1(w, "cop.sn_parent", TD_DT_U32, o->n_sn, o->sn_parent, err));
-    TRY(add1(w, "cop.br_sn", TD_DT_U32, o->n_br, o->br_sn, err));
-    TRY(add1(w, "cop.br_off", TD_DT_U64, (uint64_t)o->n_br + 1, o->br_off,
-             err));
-    TRY(add1(w, "labels.pv_branch", TD_DT_U32, o->n_pv, o->pv_branch, err));
-    TRY(add1(w, "labels.pv_pos", TD_DT_F64, o->n_pv, o->pv_pos, err));
-    TRY(add1(w, "labels.off", TD_DT_U64, (uint64_t)n + 1, o->lab_off, err));
-    TRY(add1(w, "labels.pv", TD_DT_U32, o->stats.label_entries, o->lab_pv,
-             err));
-    TRY(add1(w, "labels.dist", TD_DT_F32, o->stats.label_entries,
-             o->lab_dist, err));
+    if (o->mode == TD_ORACLE_LABELS) {
+        TRY(add1(w, "cop.sn_of", TD_DT_U32, n, o->sn_of, err));
+        TRY(add1(w, "cop.sn_parent", TD_DT_U32, o->n_sn, o->sn_parent, err));
+        TRY(add1(w, "cop.br_sn", TD_DT_U32, o->n_br, o->br_sn, err));
+        TRY(add1(w, "cop.br_off", TD_DT_U64, (uint64_t)o->n_br + 1,
+                 o->br_off, err));
+        TRY(add1(w, "labels.pv_branch", TD_DT_U32, o->n_pv, o->pv_branch,
+                 err));
+        TRY(add1(w, "labels.pv_pos", TD_DT_F64, o->n_pv, o->pv_pos, err));
+        TRY(add1(w, "labels.off", TD_DT_U64, (uint64_t)n + 1, o->lab_off,
+                 err));
+        TRY(add1(w, "labels.pv", TD_DT_U32, o->stats.label_entries,
+                 o->lab_pv, err));
+        TRY(add1(w, "labels.dist", TD_DT_F32, o->stats.label_entries,
+                 o->lab_dist, err));
+    } else {
+        uint32_t T = o->n_trees;
+        TRY(add1(w, "tc.piece", TD_DT_U32, (uint64_t)T * n, o->tc_piece,
+                 err));
+        TRY(add1(w, "tc.first", TD_DT_U32, (uint64_t)T * n, o->tc_first,
+                 err));
+        TRY(add1(w, "tc.euler_off", TD_DT_U64, (uint64_t)T + 1,
+                 o->tc_euler_off, err));
+        TRY(add1(w, "tc.euler", TD_DT_U32, o->tc_euler_off[T], o->tc_euler,
+                 err));
+        TRY(add1(w, "tc.pdep_off", TD_DT_U64, (uint64_t)T + 1,
+                 o->tc_pdep_off, err));
+        TRY(add1(w, "tc.pdep", TD_DT_F64, o->tc_pdep_off[T], o->tc_pdep,
+                 err));
+        TRY(add1(w, "tc.sparse_off", TD_DT_U64, (uint64_t)T + 1,
+                 o->tc_sparse_off, err));
+        TRY(add1(w, "tc.sparse", TD_DT_U32, o->tc_sparse_off[T],
+                 o->tc_sparse, err));
+        TRY(meta_num(w, "stat.scales", o->stats.scales, err));
+        TRY(meta_num(w, "stat.pieces", (double)o->stats.pieces, err));
+        TRY(meta_num(w, "stat.pieces_dropped",
+                     (double)o->stats.pieces_dropped, err));
+        TRY(meta_num(w, "stat.max_tau_over_L", o->stats.max_tau_over_L,
+                     err));
+        TRY(meta_num(w, "stat.max_cluster_hops", o->stats.max_cluster_hops,
+                     err));
+    }
     TRY(td_st_writer_meta(w, "kind", "oracle", err));
     TRY(td_st_writer_meta(w, "format", FORMAT_TAG, err));
     TRY(td_st_writer_meta(w, "mode", td_oracle_mode_name(o->mode), err));
@@ -222,6 +246,101 @@ static td_status check_labels(td_oracle *o, td_error *err)
     return TD_OK;
 }
 
+static td_status load_treecover(td_oracle *o, const td_st_file *f,
+                                td_error *err)
+{
+    const void *p;
+    td_status st = TD_OK;
+    int64_t n1 = len_of(f, "graph.off"), arcs = len_of(f, "graph.adj");
+    int64_t T1 = len_of(f, "tc.euler_off");
+    if (n1 < 1 || n1 - 1 > (int64_t)TD_GRAPH_MAX_NODES || arcs < 0 ||
+        T1 < 1 || T1 - 1 >= (int64_t)TD_NONE)
+        return td_error_set(err, TD_EFORMAT, "missing or malformed tensor "
+                            "among graph.off, graph.adj, tc.euler_off");
+    uint32_t n = (uint32_t)(n1 - 1), T = (uint32_t)(T1 - 1);
+    o->g.n = n;
+    o->g.n_arcs = (uint64_t)arcs;
+    o->n_trees = T;
+    if ((uint64_t)T * n > (uint64_t)INT64_MAX / 8)
+        return td_error_set(err, TD_EFORMAT, "tc.piece: too large");
+#define GET(name, dt, len, field)                                             \
+    do {                                                                      \
+        if (st == TD_OK) {                                                    \
+            st = get1(o, f, name, dt, len, &p, err);                          \
+            field = p;                                                        \
+        }                                                                     \
+    } while (0)
+    GET("graph.off", TD_DT_U64, n1, o->g.off);
+    GET("graph.adj", TD_DT_U32, arcs, o->g.adj);
+    GET("graph.w", TD_DT_F64, arcs, o->g.w);
+    GET("tc.piece", TD_DT_U32, (int64_t)T * n, o->tc_piece);
+    GET("tc.first", TD_DT_U32, (int64_t)T * n, o->tc_first);
+    GET("tc.euler_off", TD_DT_U64, T1, o->tc_euler_off);
+    GET("tc.pdep_off", TD_DT_U64, T1, o->tc_pdep_off);
+    GET("tc.sparse_off", TD_DT_U64, T1, o->tc_sparse_off);
+    GET("tc.euler", TD_DT_U32, len_of(f, "tc.euler"), o->tc_euler);
+    GET("tc.pdep", TD_DT_F64, len_of(f, "tc.pdep"), o->tc_pdep);
+    GET("tc.sparse", TD_DT_U32, len_of(f, "tc.sparse"), o->tc_sparse);
+#undef GET
+    if (st != TD_OK)
+        return st;
+    if ((st = td_graph_validate(&o->g, err)) != TD_OK)
+        return st;
+    uint64_t EL = (uint64_t)len_of(f, "tc.euler");
+    uint64_t PL = (uint64_t)len_of(f, "tc.pdep");
+    uint64_t SL = (uint64_t)len_of(f, "tc.sparse");
+    if (o->tc_euler_off[0] || o->tc_pdep_off[0] || o->tc_sparse_off[0] ||
+        o->tc_euler_off[T] != EL || o->tc_pdep_off[T] != PL ||
+        o->tc_sparse_off[T] != SL)
+        return td_error_set(err, TD_EFORMAT, "tc offsets do not span their "
+                            "arrays");
+    for (uint32_t t = 0; t < T; t++) {
+        uint64_t e0 = o->tc_euler_off[t], e1 = o->tc_euler_off[t + 1];
+        uint64_t p0 = o->tc_pdep_off[t], p1 = o->tc_pdep_off[t + 1];
+        uint64_t s0 = o->tc_sparse_off[t], s1 = o->tc_sparse_off[t + 1];
+        if (e1 < e0 || e1 > EL || p1 < p0 || p1 > PL || s1 < s0 || s1 > SL)
+            return td_error_set(err, TD_EFORMAT, "tree %u: offsets not "
+                                "monotone", (unsigned)t);
+        uint64_t nb = (e1 - e0 + 31) / 32, levels = 0;
+        for (uint64_t w = 1; nb && w <= nb; w *= 2)
+            levels++;
+        if (s1 - s0 != nb * levels)
+            return td_error_set(err, TD_EFORMAT, "tree %u: sparse table has "
+                                "%llu entries, expected %llu", (unsigned)t,
+                                (unsigned long long)(s1 - s0),
+                                (unsigned long long)(nb * levels));
+        for (uint64_t i = e0; i < e1; i++)
+            if (o->tc_euler[i] >= p1 - p0)
+                return td_error_set(err, TD_EFORMAT, "tc.euler[%llu] out of "
+                                    "range", (unsigned long long)i);
+        for (uint64_t i = s0; i < s1; i++)
+            if (o->tc_sparse[i] >= p1 - p0)
+                return td_error_set(err, TD_EFORMAT, "tc.sparse[%llu] out "
+                                    "of range", (unsigned long long)i);
+        for (uint64_t i = p0; i < p1; i++)
+            if (!(o->tc_pdep[i] >= 0) || isinf(o->tc_pdep[i]))
+                return td_error_set(err, TD_EFORMAT, "tc.pdep[%llu] is not a "
+                                    "finite distance", (unsigned long long)i);
+        for (uint32_t v = 0; v < n; v++) {
+            size_t k = (size_t)t * n + v;
+            if ((o->tc_piece[k] == TD_NONE) != (o->tc_first[k] == TD_NONE) ||
+                (o->tc_first[k] != TD_NONE && o->tc_first[k] >= e1 - e0))
+                return td_error_set(err, TD_EFORMAT, "tc.first of tree %u "
+                                    "vertex %u out of range", (unsigned)t,
+                                    (unsigned)v);
+        }
+    }
+    double num;
+    if (parse_meta_num(f, "stat.scales", &num, NULL) == TD_OK)
+        o->stats.scales = (uint32_t)num;
+    if (parse_meta_num(f, "stat.pieces", &num, NULL) == TD_OK)
+        o->stats.pieces = (uint64_t)num;
+    if (parse_meta_num(f, "stat.pieces_dropped", &num, NULL) == TD_OK)
+        o->stats.pieces_dropped = (uint64_t)num;
+    o->stats.trees = T;
+    return TD_OK;
+}
+
 td_status td_oracle_load(const char *path, td_oracle *o, td_error *err)
 {
     td_st_file *f = calloc(1, sizeof *f);
@@ -252,9 +371,10 @@ td_status td_oracle_load(const char *path, td_oracle *o, td_error *err)
                           "\"%s\"", FORMAT_TAG);
         goto fail;
     }
-    if (!mode || td_oracle_mode_parse(mode) != TD_ORACLE_LABELS) {
-        st = td_error_set(err, TD_EUNSUPPORTED, "metadata mode \"%s\" cannot "
-                          "be loaded", mode ? mode : "");
+    int m = mode ? td_oracle_mode_parse(mode) : -1;
+    if (m < 0) {
+        st = td_error_set(err, TD_EUNSUPPORTED, "metadata mode \"%s\" is "
+                          "unknown", mode ? mode : "");
         goto fail;
     }
     o->mode = TD_ORACLE_LABELS;
@@ -263,6 +383,7 @@ td_status td_oracle_load(const char *path, td_oracle *o, td_error *err)
         const char *base = td_st_meta_get(f, "id_base");
         o->id_base = base && strtod(base, NULL) == 1.0 ? 1 : 0;
     }
+    o->mode = (td_oracle_mode)m;
     if ((st = parse_meta_num(f, "eps", &o->eps, err)) != TD_OK)
         goto fail;
     if (!(o->eps > 0 && o->eps <= 1)) {
@@ -270,7 +391,19 @@ td_status td_oracle_load(const char *path, td_oracle *o, td_error *err)
                           o->eps);
         goto fail;
     }
-    o->factor = 1 + o->eps;
+    if (o->mode == TD_ORACLE_LABELS) {
+        o->factor = 1 + o->eps;
+    } else {
+        if ((st = parse_meta_num(f, "factor", &o->factor, err)) != TD_OK)
+            goto fail;
+        if (!(o->factor >= 1)) {
+            st = td_error_set(err, TD_EFORMAT, "metadata factor %g below 1",
+                              o->factor);
+            goto fail;
+        }
+        st = load_treecover(o, f, err);
+        goto finish;
+    }
     int64_t n1 = len_of(f, "graph.off"), arcs = len_of(f, "graph.adj");
     int64_t n_sn = len_of(f, "cop.sn_parent"), n_br = len_of(f, "cop.br_sn");
     int64_t n_pv = len_of(f, "labels.pv_pos"), E = len_of(f, "labels.pv");
@@ -313,6 +446,9 @@ td_status td_oracle_load(const char *path, td_oracle *o, td_error *err)
     if ((st = td_graph_validate(&o->g, err)) != TD_OK)
         goto fail;
     if ((st = check_labels(o, err)) != TD_OK)
+        goto fail;
+finish:
+    if (st != TD_OK)
         goto fail;
     /* Statistics are informative; absent ones stay 0. */
     if (parse_meta_num(f, "stat.build_seconds", &num, NULL) == TD_OK)

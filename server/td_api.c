@@ -17,22 +17,20 @@
 
 #define JSON_TYPE "application/json"
 
-/* Per-request state kept in req->route_data. */
-typedef struct api_req {
-    td_match match;
-    td_infer_job *job;        /* inference: parsed on the pool, then handed
-                                 to the batcher (which frees it) */
-    size_t json_len;
-    int64_t rows;             /* for metrics, once answered */
-} api_req;
-
 static void api_req_free(void *p)
 {
-    api_req *a = p;
+    td_api_req *a = p;
     if (!a)
         return;
     td_infer_job_free(a->job);
     free(a);
+}
+
+const char *td_api_entry_state(const td_entry *e)
+{
+    if (e->model)
+        return "READY";
+    return e->unloaded ? "UNLOADED" : "UNAVAILABLE";
 }
 
 void td_api_respond_json(td_request *req, int status, json_t *obj)
@@ -106,7 +104,10 @@ static void model_meta(td_server *s, td_request *req, const td_match *m)
         return;
     if (!e->model) {
         td_http_respond_error(req, 503, "model \"%s\" is not available: %s",
-                              e->name, e->reason ? e->reason : "not loaded");
+                              e->name,
+                              e->unloaded ? "unloaded on request"
+                              : e->reason ? e->reason
+                                          : "not loaded");
         return;
     }
     n_in = e->model->kind->inputs(e->model->impl, &in);
@@ -144,7 +145,7 @@ static void models_index(td_server *s, td_request *req)
         const td_entry *e = &s->registry.entries[i];
         json_t *o = json_pack("{s:s, s:s, s:s}", "name", e->name, "kind",
                               e->model ? e->model->kind->kind : "unknown",
-                              "state", e->model ? "READY" : "UNAVAILABLE");
+                              "state", td_api_entry_state(e));
         if (o && e->reason)
             json_object_set_new(o, "reason", json_string(e->reason));
         json_array_append_new(arr, o);
@@ -320,7 +321,7 @@ static td_status oip_write(td_infer_job *job, const td_tensor *outputs,
 /* Pool thread: parse and check the request against the model. */
 static void infer_parse(td_request *req)
 {
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     td_infer_job *job = a->job;
     const td_servable_kind *k = job->model->kind;
     const td_tensor_spec *in, *out;
@@ -340,7 +341,7 @@ static void infer_parse(td_request *req)
 static void infer_parsed(td_request *req)
 {
     td_server *s = req->app;
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     td_infer_job *job = a->job;
     if (job->status != TD_OK) {
         td_http_respond_error(req, td_status_http(job->status), "%s",
@@ -352,7 +353,7 @@ static void infer_parsed(td_request *req)
     td_batcher_submit(&s->batcher, job);
 }
 
-static void infer_start(td_server *s, td_request *req, api_req *a)
+static void infer_start(td_server *s, td_request *req, td_api_req *a)
 {
     td_entry *e = find_entry(s, req, &a->match);
     const char *hlen;
@@ -360,7 +361,10 @@ static void infer_start(td_server *s, td_request *req, api_req *a)
         return;
     if (!e->model) {
         td_http_respond_error(req, 503, "model \"%s\" is not available: %s",
-                              e->name, e->reason ? e->reason : "not loaded");
+                              e->name,
+                              e->unloaded ? "unloaded on request"
+                              : e->reason ? e->reason
+                                          : "not loaded");
         return;
     }
     a->json_len = req->body_len;
@@ -395,7 +399,7 @@ static void infer_start(td_server *s, td_request *req, api_req *a)
 void td_api_on_headers(void *app, td_request *req)
 {
     td_server *s = app;
-    api_req *a;
+    td_api_req *a;
     int code;
     a = calloc(1, sizeof *a);
     if (!a) {
@@ -420,6 +424,31 @@ void td_api_on_headers(void *app, td_request *req)
                               req->method, req->url, allow);
         return;
     }
+    /* Tokens guard every endpoint that changes state, checked before the
+     * body is read; with --protect-reads, every endpoint but health. */
+    {
+        td_route_id r = a->match.route;
+        int writes = r == TD_ROUTE_GRAPH_SUBMIT || r == TD_ROUTE_GRAPH_DELETE ||
+                     r == TD_ROUTE_REPO_LOAD || r == TD_ROUTE_REPO_UNLOAD;
+        int health = r == TD_ROUTE_HEALTH_LIVE || r == TD_ROUTE_HEALTH_READY;
+        if (writes || (s->cfg.protect_reads && !health)) {
+            int verdict = td_auth_check(&s->auth,
+                                        td_http_header(req, "Authorization"));
+            if (verdict == 401) {
+                td_http_add_header(req, "WWW-Authenticate",
+                                   "Bearer realm=\"tinyd\"");
+                td_http_respond_error(req, 401,
+                                      "this endpoint needs a bearer token "
+                                      "(Authorization: Bearer TOKEN)");
+                return;
+            }
+            if (verdict == 403) {
+                td_http_respond_error(req, 403,
+                                      "the bearer token is not valid");
+                return;
+            }
+        }
+    }
     /* A request that arrives after SIGTERM (on a kept-alive connection)
      * is not in flight: refuse it and close the connection. Health and
      * metrics still answer (ready says false). */
@@ -431,7 +460,8 @@ void td_api_on_headers(void *app, td_request *req)
         return;
     }
     /* Unknown models are refused before their body is read. */
-    if (a->match.route == TD_ROUTE_MODEL_INFER &&
+    if ((a->match.route == TD_ROUTE_MODEL_INFER ||
+         a->match.route == TD_ROUTE_CLASSIFY) &&
         !td_registry_find(&s->registry, a->match.name)) {
         td_http_respond_error(req, 404, "unknown model \"%s\"",
                               a->match.name);
@@ -442,7 +472,7 @@ void td_api_on_headers(void *app, td_request *req)
 void td_api_on_body(void *app, td_request *req)
 {
     td_server *s = app;
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     switch (a->match.route) {
     case TD_ROUTE_SERVER_META:
         server_meta(req);
@@ -470,8 +500,20 @@ void td_api_on_body(void *app, td_request *req)
     case TD_ROUTE_METRICS:
         metrics(s, req);
         break;
+    case TD_ROUTE_CLASSIFY:
+        td_api_classify(s, req, a);
+        break;
     case TD_ROUTE_GRAPH_SUBMIT:
         td_api_graph_submit(s, req);
+        break;
+    case TD_ROUTE_REPO_INDEX:
+        td_api_repo_index(s, req);
+        break;
+    case TD_ROUTE_REPO_LOAD:
+        td_api_repo_load(s, req, a->match.name);
+        break;
+    case TD_ROUTE_REPO_UNLOAD:
+        td_api_repo_unload(s, req, a->match.name);
         break;
     case TD_ROUTE_GRAPH_LIST:
         td_api_graph_list(s, req);
@@ -491,11 +533,12 @@ void td_api_on_body(void *app, td_request *req)
 void td_api_on_complete(void *app, td_request *req, int ok)
 {
     td_server *s = app;
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     double secs = (double)(td_now_ns() - req->start_ns) / 1e9;
     td_metrics_observe(&s->metrics, (td_route_id)req->route, req->status,
                        secs);
-    if (a && a->match.route == TD_ROUTE_MODEL_INFER) {
+    if (a && (a->match.route == TD_ROUTE_MODEL_INFER ||
+              a->match.route == TD_ROUTE_CLASSIFY)) {
         td_entry *e = td_registry_find(&s->registry, a->match.name);
         if (e) {
             if (req->status == 200) {

@@ -527,18 +527,35 @@ td_status td_http_start(uv_loop_t *loop, const td_http_options *opt,
     h->max_body = opt->max_body;
     h->listen_fd = fd;
     h->port = socket_port(fd);
-    h->daemon = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
-        NULL, access_cb, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, h,
-        MHD_OPTION_LISTEN_SOCKET, fd,
-        MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
-        MHD_OPTION_CONNECTION_LIMIT, opt->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout_s,
-        MHD_OPTION_END);
+    {
+        struct MHD_OptionItem tls[3] = {
+            {MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)opt->tls_cert_pem},
+            {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)opt->tls_key_pem},
+            {MHD_OPTION_END, 0, NULL}};
+        unsigned flags =
+            MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+        if (opt->tls_cert_pem)
+            flags |= MHD_USE_TLS;
+        else
+            tls[0].option = MHD_OPTION_END;
+        h->daemon = MHD_start_daemon(
+            flags, 0, NULL, NULL, access_cb, h, MHD_OPTION_EXTERNAL_LOGGER,
+            mhd_logger, h, MHD_OPTION_LISTEN_SOCKET, fd,
+            MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
+            MHD_OPTION_CONNECTION_LIMIT, opt->max_connections,
+            MHD_OPTION_PER_IP_CONNECTION_LIMIT, opt->max_connections_per_ip,
+            MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout_s,
+            MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+    }
     if (!h->daemon) {
         close(fd);
         free(h);
-        return td_error_set(err, TD_EIO, "libmicrohttpd failed to start");
+        return td_error_set(err, TD_EIO,
+                            "libmicrohttpd failed to start%s",
+                            opt->tls_cert_pem
+                                ? " (is the TLS certificate and key a valid "
+                                  "PEM pair?)"
+                                : "");
     }
     info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_EPOLL_FD);
     if (!info || uv_poll_init(loop, &h->poll, info->epoll_fd) != 0 ||

@@ -418,7 +418,8 @@ static void load_records(td_jobs *J)
         all[n++] = job;
     }
     closedir(d);
-    qsort(all, n, sizeof *all, job_cmp_newest_first);
+    if (n > 0)
+        qsort(all, n, sizeof *all, job_cmp_newest_first);
     for (i = n; i > 0; i--) {
         all[i - 1]->next = J->jobs;
         J->jobs = all[i - 1];

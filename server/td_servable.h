@@ -21,6 +21,7 @@
 
 #include "td_arena.h"
 #include "td_err.h"
+#include "td_image.h"
 #include "td_safetensors.h"
 
 typedef struct td_tensor {
@@ -71,6 +72,9 @@ typedef struct td_servable_kind {
     td_status (*infer)(const void *impl, const td_tensor *inputs,
                        const td_infer_params *params, td_tensor *outputs,
                        td_arena *scratch, td_error *err);
+    /* Image classifiers: how an image becomes the first input (timm's eval
+     * transform). NULL for kinds that do not take images. */
+    void (*image_transform)(const void *impl, td_image_transform *tf);
     /* Scratch bytes a batch of `rows` needs (NULL: none). */
     size_t (*scratch_bytes)(const void *impl, const td_infer_params *params,
                             int64_t rows);

@@ -16,7 +16,7 @@
 #   CC        compiler (default clang); needs libFuzzer (Debian:
 #             clang-14 libclang-rt-14-dev)
 #   FUZZ_PKGS pkg-config packages core/ links against (default: jansson
-#             zlib openblas, those present)
+#             zlib openblas libpng libjpeg, those present)
 #
 # Output goes to BUILDDIR/fuzz-out/: bin/, the growing corpus per target
 # (corpus/NAME, kept between runs), crash artifacts (artifacts/NAME/) and
@@ -64,7 +64,7 @@ out=$builddir/fuzz-out
 mkdir -p "$out/bin" "$out/obj" "$out/logs"
 
 pkgs=
-for p in ${FUZZ_PKGS:-jansson zlib openblas}; do
+for p in ${FUZZ_PKGS:-jansson zlib openblas libpng libjpeg}; do
     pkg-config --exists "$p" && pkgs="$pkgs $p"
 done
 pkg_cflags=$(pkg-config --cflags $pkgs)

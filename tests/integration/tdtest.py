@@ -63,9 +63,12 @@ class TAP:
         self.cases = []
         self.cleanups = []
 
-    def test(self, name):
+    def test(self, name, todo=None):
+        """Register a case. todo: why a known daemon bug makes it fail;
+        TAP reports it as TODO (automake: XFAIL), and as XPASS - an error
+        - once the bug is fixed, so the marker gets removed."""
         def register(fn):
-            self.cases.append((name, fn))
+            self.cases.append((name, fn, todo))
             return fn
         return register
 
@@ -77,8 +80,9 @@ class TAP:
     def run(self):
         print("1..%d" % len(self.cases), flush=True)
         failed = 0
-        for i, (name, fn) in enumerate(self.cases, 1):
+        for i, (name, fn, todo) in enumerate(self.cases, 1):
             t0 = time.monotonic()
+            mark = " # TODO %s" % todo if todo else ""
             try:
                 fn()
             except Skip as why:
@@ -87,11 +91,11 @@ class TAP:
                 continue
             except Exception:  # any exception is this case failing
                 failed += 1
-                print("not ok %d - %s" % (i, name))
+                print("not ok %d - %s%s" % (i, name, mark))
                 for line in traceback.format_exc().rstrip().splitlines():
                     print("# " + line)
             else:
-                print("ok %d - %s" % (i, name))
+                print("ok %d - %s%s" % (i, name, mark))
                 diag("%.2fs" % (time.monotonic() - t0))
             sys.stdout.flush()
         for fn in reversed(self.cleanups):
@@ -184,6 +188,51 @@ def safetensors_bytes(tensors, metadata=None):
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)
     return struct.pack("<Q", len(h)) + h + b"".join(blobs)
+
+
+def read_safetensors(path_or_bytes):
+    """Decode a safetensors file -> (metadata, {name: (dtype, shape, raw)}).
+
+    Format: 8-byte little-endian header length, the JSON header, then the
+    tensors' raw little-endian bytes at their data_offsets. raw is bytes;
+    values(raw, dtype) unpacks it."""
+    data = path_or_bytes
+    if isinstance(path_or_bytes, str):
+        with open(path_or_bytes, "rb") as f:
+            data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n].decode("utf-8"))
+    meta = header.pop("__metadata__", None) or {}
+    base = 8 + n
+    tensors = {}
+    for name, h in header.items():
+        a, b = h["data_offsets"]
+        tensors[name] = (h["dtype"], list(h["shape"]), data[base + a:base + b])
+    return meta, tensors
+
+
+def values(raw, dtype="F32"):
+    """The numbers of a raw little-endian tensor, as a flat list."""
+    fmt, size = _DTYPES[dtype]
+    return list(struct.unpack("<%d%s" % (len(raw) // size, fmt[1]), raw))
+
+
+def safetensors_raw(tensors, metadata=None):
+    """Encode a safetensors file from already packed tensors.
+
+    tensors: list of (name, dtype, shape, raw bytes), written in order (the
+    shape is not checked against the byte count, to build broken files)."""
+    header = {}
+    if metadata is not None:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for name, dtype, shape, raw in tensors:
+        header[name] = {"dtype": dtype, "shape": list(shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + b"".join(t[3] for t in tensors)
 
 
 def write_atomic(path, data):

@@ -348,6 +348,35 @@ START_TEST(test_rome99_counts_and_published_distance)
 }
 END_TEST
 
+START_TEST(test_luxembourg_gzip_and_coords)
+{
+    char dirbuf[512], path[600], co[600];
+    td_edgelist el;
+    td_graph g;
+    td_error err;
+    double *x, *y;
+    const char *dir = roads_dir(dirbuf, sizeof dirbuf);
+    snprintf(path, sizeof path, "%s/luxembourg.gr.gz", dir);
+    snprintf(co, sizeof co, "%s/luxembourg.co.gz", dir);
+    if (access(path, R_OK) != 0 || access(co, R_OK) != 0) {
+        fprintf(stderr, "# SKIP luxembourg: %s not found\n", path);
+        return;
+    }
+    ck_assert_int_eq(td_graph_read_file(path, NULL, &el, &err), TD_OK);
+    ck_assert_uint_eq(el.n, 114599);
+    ck_assert_uint_eq(el.m, 239332);
+    ck_assert_int_eq(td_graph_build(&el, 0, &g, &err), TD_OK);
+    td_edgelist_free(&el);
+    ck_assert_uint_eq(td_graph_edges(&g), 119666); /* README figure */
+    ck_assert_int_eq(td_graph_read_coords(co, g.n, &x, &y, &err), TD_OK);
+    for (uint32_t v = 0; v < g.n; v++)
+        ck_assert(isfinite(x[v]) && isfinite(y[v]));
+    free(x);
+    free(y);
+    td_graph_free(&g);
+}
+END_TEST
+
 static Suite *graph_suite(void)
 {
     Suite *s = suite_create("graph");
@@ -360,6 +389,7 @@ static Suite *graph_suite(void)
     tcase_add_test(tc, test_coords_file);
     tcase_add_test(tc, test_dijkstra_matches_floyd_warshall);
     tcase_add_test(tc, test_rome99_counts_and_published_distance);
+    tcase_add_test(tc, test_luxembourg_gzip_and_coords);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -299,8 +299,11 @@ static double check_oracle(const td_oracle *o, const td_graph *g,
         } else {
             ck_assert_msg(a >= d, "%u-%u: answer %.17g below distance %.17g",
                           u, v, a, d);
-            ck_assert_msg(a <= f * d + 1e-9, "%u-%u: answer %g > %g * %g",
-                          u, v, a, f, d);
+            if (isfinite(f))
+                ck_assert_msg(a <= f * d + 1e-9, "%u-%u: answer %g > %g * %g",
+                              u, v, a, f, d);
+            ck_assert_msg(isfinite(a), "%u-%u: connected but no answer", u,
+                          v);
             if (d > 0 && a / d > worst)
                 worst = a / d;
         }
@@ -313,19 +316,22 @@ static double check_oracle(const td_oracle *o, const td_graph *g,
     return worst;
 }
 
+static int use_ancestor_branches;
+
 static void build_oracle(const td_graph *g, double eps, td_oracle *o)
 {
     td_oracle_params p;
     td_error err;
     td_oracle_params_default(&p);
     p.eps = eps;
+    p.ancestor_branches = use_ancestor_branches;
     ck_assert_msg(td_oracle_build(g, &p, o, &err) == TD_OK, "%s", err.msg);
     ck_assert_uint_eq(o->stats.label_entries, o->lab_off[g->n]);
 }
 
 START_TEST(test_labels_guarantee_on_small_graphs)
 {
-    td_graph g;
+    td_graph g, g2;
     td_oracle o;
     rng_state = 11;
     const double eps[] = {0.5, 0.1, 0.02};
@@ -340,6 +346,17 @@ START_TEST(test_labels_guarantee_on_small_graphs)
     build_oracle(&g, 0.1, &o);
     check_oracle(&o, &g, 4000);
     td_oracle_free(&o);
+    /* The cop variant (branches to every adjacent ancestor) is as exact. */
+    use_ancestor_branches = 1;
+    build_oracle(&g, 0.1, &o);
+    check_oracle(&o, &g, 4000);
+    td_oracle_free(&o);
+    grid(15, 12, &g2);
+    build_oracle(&g2, 0.1, &o);
+    check_oracle(&o, &g2, 0);
+    td_oracle_free(&o);
+    td_graph_free(&g2);
+    use_ancestor_branches = 0;
     td_graph_free(&g);
     path_graph(70, &g);
     build_oracle(&g, 0.25, &o);
@@ -436,6 +453,9 @@ START_TEST(test_progress_and_cancel)
 }
 END_TEST
 
+static double check_treecover(const td_graph *g, double eps, uint32_t K,
+                              uint32_t pairs, td_oracle *o);
+
 START_TEST(test_save_load_roundtrip_and_corruption)
 {
     char dir[] = "/tmp/td_oracle_XXXXXX", path[128];
@@ -485,8 +505,73 @@ START_TEST(test_save_load_roundtrip_and_corruption)
     /* A file that is not an oracle. */
     ck_assert_int_eq(td_file_write_atomic(path, "junk", 4, &err), TD_OK);
     ck_assert_int_ne(td_oracle_load(path, &l, &err), TD_OK);
+
+    /* The tree-cover mode round-trips too. */
+    td_oracle_free(&o);
+    check_treecover(&g, 0.3, 8, 200, &o);
+    ck_assert_msg(td_oracle_save(&o, path, &err) == TD_OK, "%s", err.msg);
+    ck_assert_msg(td_oracle_load(path, &l, &err) == TD_OK, "%s", err.msg);
+    ck_assert_uint_eq(l.mode, TD_ORACLE_TREECOVER);
+    ck_assert_uint_eq(l.n_trees, o.n_trees);
+    ck_assert(l.factor == o.factor);
+    for (uint32_t k = 0; k < 3000; k++) {
+        uint32_t u = rnd() % g.n, v = rnd() % g.n;
+        double a, b;
+        ck_assert_int_eq(td_oracle_query(&o, u, v, &a, NULL, &err), TD_OK);
+        ck_assert_int_eq(td_oracle_query(&l, u, v, &b, NULL, &err), TD_OK);
+        ck_assert(a == b);
+    }
+    td_oracle_free(&l);
     unlink(path);
     rmdir(dir);
+    td_oracle_free(&o);
+    td_graph_free(&g);
+}
+END_TEST
+
+/* The paper-style tree cover: answers never below d, connected pairs
+ * always answered (the top scale spans each component), and within the
+ * reported factor whenever one is guaranteed (no pieces dropped). */
+static double check_treecover(const td_graph *g, double eps, uint32_t K,
+                              uint32_t pairs, td_oracle *o)
+{
+    td_oracle_params p;
+    td_error err;
+    td_oracle_params_default(&p);
+    p.mode = TD_ORACLE_TREECOVER;
+    p.eps = eps;
+    p.max_trees = K;
+    ck_assert_msg(td_oracle_build(g, &p, o, &err) == TD_OK, "%s", err.msg);
+    ck_assert_uint_gt(o->n_trees, 0);
+    ck_assert_uint_le(o->n_trees, o->stats.scales * K);
+    if (o->stats.pieces_dropped == 0 && g->w_min_pos > 0)
+        ck_assert(isfinite(o->factor) && o->factor <= 1 + eps + 1e-12);
+    return check_oracle(o, g, pairs);
+}
+
+START_TEST(test_treecover_bounds)
+{
+    td_graph g;
+    td_oracle o;
+    rng_state = 31;
+    grid(12, 10, &g);
+    double worst = check_treecover(&g, 0.5, 64, 0, &o);
+    ck_assert(worst <= o.factor + 1e-12);
+    ck_assert_uint_gt(o.stats.max_cluster_hops, 0);
+    td_oracle_free(&o);
+    /* Few trees per scale: pieces are dropped, factor is unbounded, answers
+     * stay upper bounds. */
+    check_treecover(&g, 0.2, 2, 0, &o);
+    ck_assert_uint_gt(o.stats.pieces_dropped, 0);
+    ck_assert(isinf(o.factor));
+    td_oracle_free(&o);
+    td_graph_free(&g);
+    disconnected(&g);
+    check_treecover(&g, 0.3, 8, 0, &o);
+    td_oracle_free(&o);
+    td_graph_free(&g);
+    geometric(200, &g);
+    check_treecover(&g, 0.25, 16, 3000, &o);
     td_oracle_free(&o);
     td_graph_free(&g);
 }
@@ -545,6 +630,7 @@ static Suite *oracle_suite(void)
     tcase_add_test(tc, test_progress_and_cancel);
     tcase_add_test(tc, test_save_load_roundtrip_and_corruption);
     tcase_add_test(tc, test_rome99_stretch);
+    tcase_add_test(tc, test_treecover_bounds);
     suite_add_tcase(s, tc);
     return s;
 }
