@@ -21,7 +21,9 @@
 #include "td_idx.h"
 #include "td_optim.h"
 #include "td_rng.h"
+#include "td_arena.h"
 #include "td_safetensors.h"
+#include "td_tinynet.h"
 #include "td_tinynet_train.h"
 
 static char tmpdir[64];
@@ -456,6 +458,45 @@ START_TEST(test_model_file_round_trip)
         ck_assert_float_eq_tol(back.params[i], m.params[i], 1e-6);
     ck_assert_mem_eq(back.stats, m.stats, m.n_stats * sizeof(float));
     td_tnt_free(&back);
+    /* the inference engine reads the same file and computes the same
+     * logits from the grey input repeated on R, G and B */
+    {
+        td_tinynet *eng;
+        td_tnt_ws ws;
+        td_arena ar;
+        enum { N = 3, R = 24 };
+        uint64_t s = 99;
+        float grey[N * R * R], rgb[N * 3 * R * R], lg[N * 10];
+        ck_assert_int_eq(td_tinynet_load(&eng, path, NULL, &err), TD_OK);
+        ck_assert_int_eq(eng->arch.resolution, 24);
+        ck_assert_str_eq(eng->labels[4], "Coat");
+        ck_assert_float_eq_tol(eng->mean[1], 0.286f, 1e-6);
+        for (int i = 0; i < N * R * R; i++)
+            grey[i] = 2 * td_rng_float(&s) - 1;
+        for (int i = 0; i < N; i++)
+            for (int c = 0; c < 3; c++)
+                memcpy(rgb + ((size_t)i * 3 + c) * R * R, grey + i * R * R,
+                       R * R * sizeof(float));
+        ck_assert_int_eq(
+            td_arena_init(&ar, td_tinynet_scratch_bytes(eng, N, R, R), &err),
+            TD_OK);
+        ck_assert_int_eq(td_tinynet_forward(eng, &ar, rgb, N, R, R, lg, &err),
+                         TD_OK);
+        ck_assert_int_eq(td_tnt_ws_init(&ws, &m, N, &err), TD_OK);
+        td_tnt_forward(&m, &ws, m.params, m.stats, grey, N, 0);
+        for (int i = 0; i < N; i++) {
+            float mx = 0;
+            for (int k = 0; k < 10; k++)
+                mx = fmaxf(mx, fabsf(ws.logits[i * 10 + k]));
+            /* docs/tinynet.md: the engine's approximate exp allows 2e-4 */
+            for (int k = 0; k < 10; k++)
+                ck_assert_float_eq_tol(lg[i * 10 + k], ws.logits[i * 10 + k],
+                                       2e-4f * mx);
+        }
+        td_tnt_ws_free(&ws);
+        td_arena_free(&ar);
+        td_tinynet_free(eng);
+    }
     td_tnt_free(&m);
     rm_tmpdir();
 }
