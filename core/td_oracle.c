@@ -480,6 +480,18 @@ td_status td_oracle_query(const td_oracle *o, uint32_t u, uint32_t v,
     return TD_OK;
 }
 
+double td_oracle_lower_bound(const void *ctx, uint32_t x, uint32_t target)
+{
+    const td_oracle *o = ctx;
+    double a;
+    if (x == target || !isfinite(o->factor))
+        return 0;
+    a = o->mode == TD_ORACLE_LABELS ? query_labels(o, x, target)
+                                    : td_treecover_query(o, x, target);
+    /* The margin absorbs rounding in a / factor. */
+    return a / o->factor * (1 - 1e-12);
+}
+
 td_status td_oracle_query_exact(const td_oracle *o, td_dijkstra_ws *ws,
                                 uint32_t u, uint32_t v, double *dist,
                                 td_error *err)
@@ -500,6 +512,11 @@ td_status td_oracle_query_exact(const td_oracle *o, td_dijkstra_ws *ws,
         *dist = INFINITY;
         return TD_OK;
     }
+    /* The bound rarely prunes a bidirectional search (best drops to d as
+     * soon as the frontiers meet); it certifies the answer. Pruning with
+     * td_oracle_lower_bound as well cut scanned arcs 3.4x on rome99 at
+     * eps 0.1 but cost an oracle query per settled vertex, which did not
+     * pay on luxembourg (docs/ORACLE.md), so it is left to callers. */
     *dist = td_bidijkstra(&o->g, ws, u, v, ub);
     return TD_OK;
 }

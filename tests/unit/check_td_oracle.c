@@ -311,6 +311,12 @@ static double check_oracle(const td_oracle *o, const td_graph *g,
                          TD_OK);
         ck_assert_msg(ex == d || (isinf(ex) && isinf(d)),
                       "%u-%u: exact %g vs %g", u, v, ex, d);
+        /* Lower bounds from the oracle never overestimate, so pruning a
+         * search with them keeps it exact. */
+        ck_assert(td_oracle_lower_bound(o, u, v) <= d);
+        if (isfinite(d))
+            ck_assert(td_bidijkstra_lb(g, &ws, u, v, a,
+                                       td_oracle_lower_bound, o) == d);
     }
     td_dijkstra_ws_free(&ws);
     return worst;
