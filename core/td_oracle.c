@@ -16,7 +16,7 @@
  * the first vertex of every pos-interval of length s_l = eps1 * 2^(l-1)
  * (all of Q at the finest scale l_min, 2^l_min <= smallest weight). A
  * search from each a in N_l, limited to 2^(l+1) + s_l, offers (v, a) to v
- * when d(v,Q) < 2^(l+1). The net point a in w's interval has
+ * when d(v,Q) < 2^(l+1) (nested nets: one search per point suffices). The net point a in w's interval has
  * L(v,a) + |pos a - pos w| <= d(v,w) + 2 s_l <= (1+eps1) d(v,w).
  * Candidates are thinned greedily: one is dropped when a kept portal k has
  * L(v,k) + |pos k - pos a| <= (1+eps2) L(v,a). (1+eps1)(1+eps2) = 1+eps.
@@ -172,32 +172,51 @@ static td_status label_visit(void *ctx, const td_cop *c, uint32_t s,
             if (e > l_top)
                 l_top = e;
         }
+        /* The nets are nested (N_(l+1) is a subset of N_l), so one search
+         * per net point, with the radius of the coarsest net holding it,
+         * offers everything the per-scale searches would: the conditions
+         * d <= R_l and d(v,Q) < 2^(l+1) only loosen as l grows. */
+        int *top = malloc((size_t)nq * sizeof *top);
+        if (!top)
+            return td_error_set(err, TD_ENOMEM, "oracle build: out of "
+                                "memory");
+        for (uint64_t a = lo; a < hi; a++)
+            top[a - lo] = lb->l_min;
+        for (int l = lb->l_min + 1; l <= l_top; l++) {
+            double sp = lb->eps1 * ldexp(1.0, l - 1);
+            for (uint64_t a = lo; a < hi; a++)
+                if (a == lo || floor(c->pv_pos[a] / sp) !=
+                                   floor(c->pv_pos[a - 1] / sp))
+                    top[a - lo] = l;
+        }
+        /* Finest first: short, precise portals arrive before coarse ones,
+         * which keeps the greedy thinning effective. */
         for (int l = lb->l_min; l <= l_top; l++) {
             double two = ldexp(1.0, l + 1);
-            double sp = lb->eps1 * ldexp(1.0, l - 1);
-            double R = two + sp, last_cell = -1;
+            double R = two + lb->eps1 * ldexp(1.0, l - 1);
             for (uint64_t a = lo; a < hi; a++) {
-                if (l > lb->l_min) {
-                    double cell = floor(c->pv_pos[a] / sp);
-                    if (cell == last_cell)
-                        continue;
-                    last_cell = cell;
-                }
-                if (lb->p->cancel && atomic_load(lb->p->cancel))
+                if (top[a - lo] != l)
+                    continue;
+                if (lb->p->cancel && atomic_load(lb->p->cancel)) {
+                    free(top);
                     return td_error_set(err, TD_EBUSY, "oracle build: "
                                         "cancelled");
+                }
                 uint32_t src = c->pv_vertex[a];
                 td_dijkstra_run(g, ws, &src, NULL, 1, R, mark, mark_val);
                 lb->settled += d->n_settled;
                 for (uint32_t i = 0; i < d->n_settled; i++) {
                     uint32_t v = d->settled[i];
                     if (lb->dq[v] < two &&
-                        !offer(lb, c, v, (uint32_t)a, d->dist[v]))
+                        !offer(lb, c, v, (uint32_t)a, d->dist[v])) {
+                        free(top);
                         return td_error_set(err, TD_ENOMEM, "oracle build: "
                                             "out of memory");
+                    }
                 }
             }
         }
+        free(top);
         for (uint32_t i = 0; i < k; i++) {
             lab_vec *kv = &lb->kept[dom[i]];
             qsort(kv->e, kv->len, sizeof *kv->e, cmp_entry);
