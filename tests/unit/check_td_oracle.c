@@ -583,6 +583,55 @@ START_TEST(test_treecover_bounds)
 }
 END_TEST
 
+/* Empty, single-vertex and edgeless graphs build, answer and round-trip
+ * in both modes. */
+START_TEST(test_tiny_graphs)
+{
+    char dir[] = "/tmp/td_oracle_XXXXXX", path[128];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/t.safetensors", dir);
+    for (uint32_t n = 0; n < 4; n++)
+        for (int mode = 0; mode < 2; mode++) {
+            td_edgelist el;
+            td_graph g;
+            td_oracle o, l;
+            td_oracle_params p;
+            td_error err;
+            double d;
+            td_edgelist_init(&el);
+            el.n = n;
+            if (n == 3)
+                td_edgelist_push(&el, 0, 1, 2, &err); /* vertex 2 isolated */
+            build(&el, &g);
+            td_oracle_params_default(&p);
+            p.mode = (td_oracle_mode)mode;
+            ck_assert_msg(td_oracle_build(&g, &p, &o, &err) == TD_OK, "%s",
+                          err.msg);
+            ck_assert_msg(td_oracle_save(&o, path, &err) == TD_OK, "%s",
+                          err.msg);
+            ck_assert_msg(td_oracle_load(path, &l, &err) == TD_OK, "%s",
+                          err.msg);
+            ck_assert_int_eq(td_oracle_query(&l, 0, 0, &d, NULL, &err),
+                             n ? TD_OK : TD_EINVAL);
+            if (n)
+                ck_assert(d == 0);
+            if (n == 3) {
+                ck_assert_int_eq(td_oracle_query(&l, 0, 1, &d, NULL, &err),
+                                 TD_OK);
+                ck_assert(d == 2);
+                ck_assert_int_eq(td_oracle_query(&l, 0, 2, &d, NULL, &err),
+                                 TD_OK);
+                ck_assert(isinf(d));
+            }
+            td_oracle_free(&l);
+            td_oracle_free(&o);
+            td_graph_free(&g);
+        }
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 static const char *roads_dir(char *buf, size_t len)
 {
     const char *env = getenv("TD_ROADS_DIR"), *src = getenv("TD_SRCDIR");
@@ -637,6 +686,7 @@ static Suite *oracle_suite(void)
     tcase_add_test(tc, test_save_load_roundtrip_and_corruption);
     tcase_add_test(tc, test_rome99_stretch);
     tcase_add_test(tc, test_treecover_bounds);
+    tcase_add_test(tc, test_tiny_graphs);
     suite_add_tcase(s, tc);
     return s;
 }
