@@ -165,6 +165,7 @@ int main(int argc, char **argv)
                pct(lat2, nd, 0.5), pct(lat2, nd, 0.99), nd);
         printf("bidijkstra      median %10.0f ns  p99 %10.0f ns  (%u pairs)\n",
                pct(lat, pairs, 0.5), pct(lat, pairs, 0.99), pairs);
+        fflush(stdout);
 
         char mbuf[256], ebuf[256];
         snprintf(mbuf, sizeof mbuf, "%s", modes);
