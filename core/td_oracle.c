@@ -128,16 +128,38 @@ static int cmp_entry(const void *a, const void *b)
     return (x->pv > y->pv) - (x->pv < y->pv);
 }
 
-/* Offer portal pv (at pos) to v at exact distance d. */
+/* Offer portal pv (at pos) to v at exact distance d. A kept portal that
+ * covers some dropped candidate is "load-bearing" (marked by a set sign bit
+ * on its stored distance, which is otherwise >= 0); one that is not may
+ * itself be dropped when a newcomer covers it, since then nothing depends
+ * on it and the newcomer covers it within 1+eps2 directly - and the
+ * newcomer becomes load-bearing. So coverage never chains through two
+ * thinning steps. */
 static int offer(label_builder *lb, const td_cop *c, uint32_t v, uint32_t pv,
                  double d)
 {
     lab_vec *k = &lb->kept[v];
     double pos = c->pv_pos[pv], lim = (1 + lb->eps2) * d;
     for (uint32_t i = 0; i < k->len; i++)
-        if ((double)k->e[i].d + fabs(c->pv_pos[k->e[i].pv] - pos) <= lim)
+        if ((double)fabsf(k->e[i].d) + fabs(c->pv_pos[k->e[i].pv] - pos) <=
+            lim) {
+            k->e[i].d = -fabsf(k->e[i].d);
             return 1;
-    return vec_push(k, pv, round_up_f32(d));
+        }
+    float fd = round_up_f32(d);
+    uint32_t out = 0, dropped = 0;
+    for (uint32_t i = 0; i < k->len; i++) {
+        int used = signbit(k->e[i].d) != 0;
+        if (!used && (double)fd + fabs(c->pv_pos[k->e[i].pv] - pos) <=
+                         (1 + lb->eps2) * (double)k->e[i].d) {
+            dropped++; /* unused and covered by the newcomer: drop it */
+            continue;
+        }
+        k->e[out++] = k->e[i];
+    }
+    k->len = out;
+    /* A newcomer that replaced entries now covers them: load-bearing. */
+    return vec_push(k, pv, dropped ? -fd : fd);
 }
 
 static td_status label_visit(void *ctx, const td_cop *c, uint32_t s,
@@ -221,7 +243,8 @@ static td_status label_visit(void *ctx, const td_cop *c, uint32_t s,
             lab_vec *kv = &lb->kept[dom[i]];
             qsort(kv->e, kv->len, sizeof *kv->e, cmp_entry);
             for (uint32_t j = 0; j < kv->len; j++)
-                if (!vec_push(&lb->lab[dom[i]], kv->e[j].pv, kv->e[j].d))
+                if (!vec_push(&lb->lab[dom[i]], kv->e[j].pv,
+                              fabsf(kv->e[j].d)))
                     return td_error_set(err, TD_ENOMEM, "oracle build: out "
                                         "of memory");
         }
