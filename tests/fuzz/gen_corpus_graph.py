@@ -4,8 +4,10 @@ fuzz_graph_json into corpus/graph_*/.
 
 Per format: small valid graphs (comments, parallel arcs, self-loops, real
 weights, isolated vertices), one invalid input per kind of check the reader
-makes, and gzip-wrapped copies (one member, two concatenated members, and a
-truncated stream) so the fuzzer reaches the inflate path from the start.
+makes, and gzip-wrapped copies (one member, two concatenated members, a
+truncated stream, a highly compressible one that makes the output buffer
+grow, and a bomb past the fuzz targets' 1 MiB max_bytes) so the fuzzer
+reaches every inflate path from the start.
 The gzip bytes are deterministic (mtime 0). Re-run after changing it:
     python3 tests/fuzz/gen_corpus_graph.py
 """
@@ -67,6 +69,11 @@ JSON = {
 }
 
 
+# Filler that compresses about 1000:1, as a comment (or JSON whitespace).
+COMMENT = {"graph_dimacs": (b"c ", b"\n"), "graph_edgelist": (b"# ", b"\n"),
+           "graph_json": (b"", b"")}
+
+
 def write(name, files):
     out = os.path.join(HERE, "corpus", name)
     os.makedirs(out, exist_ok=True)
@@ -86,6 +93,11 @@ def write(name, files):
         f.write(gz(first_valid[:half]) + gz(first_valid[half:]))
     with open(os.path.join(out, "bad_truncated.gz"), "wb") as f:
         f.write(gz(first_valid)[:-9])
+    pre, post = COMMENT[name]
+    with open(os.path.join(out, "valid_grows_buffer.gz"), "wb") as f:
+        f.write(gz(pre + b" " * 100000 + post + first_valid))
+    with open(os.path.join(out, "bad_bomb.gz"), "wb") as f:
+        f.write(gz(pre + b" " * (2 << 20) + post + first_valid))
 
 
 write("graph_dimacs", DIMACS)
