@@ -1,6 +1,7 @@
 /* libFuzzer target: td_image_probe + td_image_decode + td_image_preprocess
  * on JPEG input (seeds in corpus/jpeg/, tokens in jpeg.dict); the checks are
- * in image_fuzz.h. Build and run: tests/fuzz/run_fuzzers.sh jpeg */
+ * in image_fuzz.h. Build and run: tests/fuzz/run_fuzzers.sh jpeg
+ * fuzz-coverage: core/td_image.c */
 #include "config.h"
 
 #include "image_fuzz.h"

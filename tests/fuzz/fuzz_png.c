@@ -1,6 +1,7 @@
 /* libFuzzer target: td_image_probe + td_image_decode + td_image_preprocess
  * on PNG input (seeds in corpus/png/, tokens in png.dict); the checks are
- * in image_fuzz.h. Build and run: tests/fuzz/run_fuzzers.sh png */
+ * in image_fuzz.h. Build and run: tests/fuzz/run_fuzzers.sh png
+ * fuzz-coverage: core/td_image.c */
 #include "config.h"
 
 #include "image_fuzz.h"

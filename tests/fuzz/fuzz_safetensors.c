@@ -2,7 +2,8 @@
  * refused with a message or yields a file whose tensors and metadata can
  * all be looked up and touched, that accounts for every data byte, and
  * that survives a write/read round trip unchanged.
- * Build and run: tests/fuzz/run_fuzzers.sh safetensors */
+ * Build and run: tests/fuzz/run_fuzzers.sh safetensors
+ * fuzz-coverage: core/td_safetensors.c */
 #include "config.h"
 
 #include <stdint.h>
