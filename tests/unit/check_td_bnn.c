@@ -9,9 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bnn_random.h"
+#include "td_arena.h"
 #include "td_bitpack.h"
 #include "td_bnn.h"
+#include "td_bnn_model.h"
 #include "td_mst.h"
+#include "td_safetensors.h"
 
 static uint64_t rng_state;
 static uint64_t rnd(void)
@@ -318,6 +322,266 @@ START_TEST(test_bfc_is_dot_product)
 }
 END_TEST
 
+
+/* ------------------------------------------------------------ model files */
+
+#define SMALL_ARCH                                                        \
+    "{\"in_ch\":1,\"in_h\":12,\"in_w\":11,"                               \
+    "\"stem\":{\"cout\":70,\"k\":3,\"stride\":1,\"pad\":1},"              \
+    "\"blocks\":[{\"cout\":24,\"k\":3,\"stride\":2,\"pad\":1},"           \
+    "{\"cout\":17,\"k\":3,\"stride\":1,\"pad\":0},"                       \
+    "{\"cout\":9,\"k\":1,\"stride\":1,\"pad\":0}],\"classes\":5}"
+
+static char tmpdir[64];
+static void make_tmpdir(void)
+{
+    strcpy(tmpdir, "/tmp/td_bnn_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static double bn_mul(const td_bnn_bn *bn, int c, double *add)
+{
+    double inv = bn->gamma[c] / sqrt((double)bn->var[c] + (double)bn->eps);
+    *add = bn->beta[c] - bn->mean[c] * inv;
+    return inv;
+}
+
+/* Float reference of the whole network straight from the latent weights:
+ * sign(x) (*) sign(W) with zero padding, alpha = mean|W|, BatchNorm in
+ * double, sign, pool, classifier. in: (in_ch, H, W); out: (classes). */
+static void reference_forward(const td_bnn_latent *L, const float *in,
+                              double *out)
+{
+    const td_bnn_arch *a = &L->arch;
+    int h = a->in_h, w = a->in_w, c = a->in_ch;
+    double *x = malloc((size_t)h * (size_t)w * (size_t)c * sizeof *x); /* (C,H,W) */
+    for (int i = 0; i < h * w * c; i++)
+        x[i] = in[i];
+    for (int layer = -1; layer < a->n_blocks; layer++) {
+        const td_bnn_conv_spec *sp = layer < 0 ? &a->stem : &a->blocks[layer];
+        const float *wt = layer < 0 ? L->stem_w : L->block_w[layer];
+        int ho = td_bconv_out(h, sp->k, sp->stride, sp->pad), wo = td_bconv_out(w, sp->k, sp->stride, sp->pad);
+        int k = sp->k;
+        double *y = calloc((size_t)ho * (size_t)wo * (size_t)sp->cout, sizeof *y);
+        for (int o = 0; o < sp->cout; o++) {
+            double alpha = 0, mul, add;
+            for (int q = 0; q < c * k * k; q++)
+                alpha += fabs(wt[(size_t)o * (size_t)(c * k * k) + (size_t)q]);
+            alpha /= c * k * k;
+            mul = bn_mul(layer < 0 ? &L->stem_bn : &L->block_bn[layer], o, &add);
+            for (int oy = 0; oy < ho; oy++)
+                for (int ox = 0; ox < wo; ox++) {
+                    double acc = 0;
+                    for (int ci = 0; ci < c; ci++)
+                        for (int ky = 0; ky < k; ky++)
+                            for (int kx = 0; kx < k; kx++) {
+                                int iy = oy * sp->stride - sp->pad + ky, ix = ox * sp->stride - sp->pad + kx;
+                                double wv = wt[(((size_t)o * (size_t)c + (size_t)ci) * (size_t)k + (size_t)ky) * (size_t)k + (size_t)kx];
+                                if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                                    continue;
+                                double xv = x[((size_t)ci * (size_t)h + (size_t)iy) * (size_t)w + (size_t)ix];
+                                acc += layer < 0 ? xv * wv : xv * (wv < 0 ? -1 : 1);
+                            }
+                    double z = layer < 0 ? mul * acc + add : mul * alpha * acc + add;
+                    if (layer + 1 < a->n_blocks)
+                        z = z < 0 ? -1 : 1;
+                    y[((size_t)o * (size_t)ho + (size_t)oy) * (size_t)wo + (size_t)ox] = z;
+                }
+        }
+        free(x);
+        x = y;
+        h = ho;
+        w = wo;
+        c = sp->cout;
+    }
+    for (int cl = 0; cl < a->classes; cl++) {
+        double s = L->fc_b[cl];
+        for (int o = 0; o < c; o++) {
+            double p = 0;
+            for (int i = 0; i < h * w; i++)
+                p += x[(size_t)o * (size_t)(h * w) + (size_t)i];
+            s += L->fc_w[(size_t)cl * (size_t)c + (size_t)o] * p / (h * w);
+        }
+        out[cl] = s;
+    }
+    free(x);
+}
+
+START_TEST(test_model_export_load_forward)
+{
+    td_bnn_arch arch;
+    bnn_random r;
+    td_bnn_model *m, *m2;
+    td_error err;
+    td_arena ar;
+    char path[128];
+    int n = 3;
+    float in[3 * 12 * 11], ld[3 * 5], lp[3 * 5];
+    double ref[5];
+    make_tmpdir();
+    snprintf(path, sizeof path, "%s/m.safetensors", tmpdir);
+    ck_assert_int_eq(td_bnn_arch_parse(SMALL_ARCH, &arch, &err), TD_OK);
+    for (int flip = -1; flip <= 10; flip += 11) {
+        ck_assert_int_eq(bnn_random_latent(&r, &arch, 42 + (uint64_t)flip, flip), 0);
+        ck_assert_int_eq(td_bnn_export(&r.lat, path, &err), TD_OK);
+        ck_assert_msg(td_bnn_open(&m, path, &err) == TD_OK, "%s", err.msg);
+        ck_assert_int_eq(td_bnn_from_latent(&m2, &r.lat, &err), TD_OK);
+        ck_assert_int_eq(td_arena_init(&ar, td_bnn_scratch_bytes(m), &err), TD_OK);
+        rng_state = 3;
+        for (int i = 0; i < n * 12 * 11; i++)
+            in[i] = rfl() * 2;
+        ck_assert_int_eq(td_bnn_forward(m, 0, &ar, in, n, ld, &err), TD_OK);
+        ck_assert_int_eq(td_bnn_forward(m, 1, &ar, in, n, lp, &err), TD_OK);
+        ck_assert_int_eq(memcmp(ld, lp, sizeof ld), 0); /* bit-exact */
+        ck_assert_uint_eq(ar.used, 0);
+        for (int b = 0; b < n; b++) {
+            reference_forward(&r.lat, in + b * 12 * 11, ref);
+            for (int c = 0; c < 5; c++)
+                ck_assert_msg(fabs(ld[b * 5 + c] - ref[c]) < 1e-3 * (1 + fabs(ref[c])),
+                              "image %d class %d: %g vs reference %g", b, c, ld[b * 5 + c], ref[c]);
+        }
+        /* the loaded file carries what the exporter built */
+        ck_assert_str_eq(m->labels[4], "class_4");
+        for (int i = 0; i < 3; i++) {
+            ck_assert_int_eq(m->blocks[i].stats.depth, m2->blocks[i].stats.depth);
+            ck_assert_int_eq(m->blocks[i].stats.distance, m2->blocks[i].stats.distance);
+        }
+        ck_assert_int_eq(m->total.bitops_dense,
+                         24LL * 70 * 9 * 36 + 17LL * 24 * 9 * 16 + 9LL * 17 * 16);
+        {
+            json_t *js = td_bnn_stats_json(m);
+            ck_assert_int_eq(json_array_size(json_object_get(js, "layers")), 3);
+            ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(js, "total"), "bitops_mst")),
+                             m->total.bitops_mst);
+            json_decref(js);
+        }
+        td_arena_free(&ar);
+        td_bnn_free(m);
+        td_bnn_free(m2);
+        bnn_random_free(&r);
+    }
+}
+END_TEST
+
+/* Rewrite `good` into `bad` with one tensor replaced (or one metadata
+ * value), the rest copied. */
+static void rewrite(const char *good, const char *bad, const char *tname,
+                    td_dtype dt, int ndim, const int64_t *shape,
+                    const void *data, const char *mkey, const char *mval)
+{
+    td_st_file f;
+    td_st_writer *w = td_st_writer_new();
+    ck_assert_int_eq(td_st_open(&f, good, NULL), TD_OK);
+    for (size_t i = 0; i < f.n_tensors; i++) {
+        const td_st_tensor *t = &f.tensors[i];
+        if (tname && !strcmp(t->name, tname))
+            ck_assert_int_eq(td_st_writer_add(w, t->name, dt, ndim, shape, data, NULL), TD_OK);
+        else
+            ck_assert_int_eq(td_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, NULL), TD_OK);
+    }
+    for (size_t i = 0; i < f.n_meta; i++)
+        ck_assert_int_eq(td_st_writer_meta(w, f.meta[i].key,
+                                           mkey && !strcmp(f.meta[i].key, mkey) ? mval : f.meta[i].value, NULL), TD_OK);
+    ck_assert_int_eq(td_st_writer_write(w, bad, NULL), TD_OK);
+    td_st_writer_free(w);
+    td_st_close(&f);
+}
+
+static void expect_refused(const char *bad, const char *needle)
+{
+    td_bnn_model *m = NULL;
+    td_error err;
+    ck_assert_int_ne(td_bnn_open(&m, bad, &err), TD_OK);
+    ck_assert_ptr_null(m);
+    ck_assert_msg(strstr(err.msg, needle) != NULL, "message \"%s\" lacks \"%s\"", err.msg, needle);
+}
+
+START_TEST(test_model_refuses_bad_files)
+{
+    td_bnn_arch arch;
+    bnn_random r;
+    td_bnn_model *m;
+    td_error err;
+    char good[128], bad[128];
+    int32_t ord[24], par[24];
+    int64_t sh[2];
+    make_tmpdir();
+    snprintf(good, sizeof good, "%s/good.safetensors", tmpdir);
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", tmpdir);
+    ck_assert_int_eq(td_bnn_arch_parse(SMALL_ARCH, &arch, &err), TD_OK);
+    ck_assert_int_eq(bnn_random_latent(&r, &arch, 5, 8), 0);
+    ck_assert_int_eq(td_bnn_from_latent(&m, &r.lat, &err), TD_OK);
+    ck_assert_int_eq(td_bnn_save(m, good, &err), TD_OK);
+    const td_bnn_block *b0 = &m->blocks[0];
+    sh[0] = 24;
+    /* a plan naming a channel out of range */
+    memcpy(ord, b0->plan.order, sizeof ord);
+    ord[5] = 24;
+    rewrite(good, bad, "blocks.0.mst.order", TD_DT_I32, 1, sh, ord, NULL, NULL);
+    expect_refused(bad, "blocks.0.mst.order");
+    /* a parent cycle: the root gets a parent */
+    memcpy(par, b0->plan.parent, sizeof par);
+    par[b0->plan.root] = b0->plan.order[1];
+    rewrite(good, bad, "blocks.0.mst.parent", TD_DT_I32, 1, sh, par, NULL, NULL);
+    expect_refused(bad, "blocks.0.mst.parent");
+    /* a parent out of range */
+    memcpy(par, b0->plan.parent, sizeof par);
+    par[b0->plan.order[3]] = -7;
+    rewrite(good, bad, "blocks.0.mst.parent", TD_DT_I32, 1, sh, par, NULL, NULL);
+    expect_refused(bad, "blocks.0.mst.parent");
+    /* a depth that does not match the plan */
+    {
+        json_t *js = td_bnn_stats_json(m);
+        char *txt;
+        json_t *l1 = json_array_get(json_object_get(js, "layers"), 1);
+        json_object_set_new(l1, "depth", json_integer(m->blocks[1].plan.depth + 1));
+        txt = json_dumps(js, JSON_COMPACT);
+        rewrite(good, bad, NULL, TD_DT_F32, 0, NULL, NULL, "bnn_stats", txt);
+        expect_refused(bad, "blocks.1.mst: depth");
+        free(txt);
+        json_decref(js);
+    }
+    /* packed sizes that do not match the shapes */
+    sh[0] = 24;
+    sh[1] = 9; /* Cin=70 needs 2 words per tap: 18 */
+    rewrite(good, bad, "blocks.0.weight", TD_DT_U64, 2, sh, b0->w, NULL, NULL);
+    expect_refused(bad, "blocks.0.weight");
+    /* bits set past Cin */
+    {
+        uint64_t *w = malloc(24 * 18 * 8);
+        memcpy(w, b0->w, 24 * 18 * 8);
+        w[1] |= 1ull << 63;
+        sh[1] = 18;
+        rewrite(good, bad, "blocks.0.weight", TD_DT_U64, 2, sh, w, NULL, NULL);
+        expect_refused(bad, "blocks.0.weight");
+        free(w);
+    }
+    /* a diff list that does not match the weights */
+    if (b0->plan.n_diff > 0) {
+        uint64_t *dm = malloc((size_t)b0->plan.n_diff * 8);
+        memcpy(dm, b0->plan.diff_mask, (size_t)b0->plan.n_diff * 8);
+        dm[0] ^= 2;
+        sh[0] = b0->plan.n_diff;
+        rewrite(good, bad, "blocks.0.mst.diff_mask", TD_DT_U64, 1, sh, dm, NULL, NULL);
+        expect_refused(bad, "blocks.0.mst.diff");
+        free(dm);
+    }
+    /* a wrong kind and a broken arch */
+    rewrite(good, bad, NULL, TD_DT_F32, 0, NULL, NULL, "kind", "tinynet");
+    expect_refused(bad, "kind");
+    rewrite(good, bad, NULL, TD_DT_F32, 0, NULL, NULL, "arch", "{\"in_ch\":1}");
+    expect_refused(bad, "arch");
+    /* and the good file still loads */
+    {
+        td_bnn_model *ok;
+        ck_assert_int_eq(td_bnn_open(&ok, good, &err), TD_OK);
+        td_bnn_free(ok);
+    }
+    td_bnn_free(m);
+    bnn_random_free(&r);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("td_bnn");
@@ -331,6 +595,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_mst_validate_refuses_bad_plans);
     tcase_add_test(tc, test_fold_threshold_equals_affine_sign);
     tcase_add_test(tc, test_bfc_is_dot_product);
+    tcase_add_test(tc, test_model_export_load_forward);
+    tcase_add_test(tc, test_model_refuses_bad_files);
     suite_add_tcase(s, tc);
     return s;
 }
