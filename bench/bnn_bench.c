@@ -14,7 +14,8 @@
  * plan, fp32 of the same shape, one image.
  *
  * Medians of CPU time of the calling thread (the machine is shared; wall
- * time is printed too). Usage: bnn_bench [seconds per figure, 0.2] */
+ * time is printed too).
+ * Usage: bnn_bench [seconds per figure, 0.2] [net: part 2 only] */
 #include "config.h"
 
 #include <math.h>
@@ -388,7 +389,7 @@ int main(int argc, char **argv)
            "of bits flipped in near-copy channels\n");
     printf(" cin cout  HxW   flip  bitops  words plan/dense   dense_ms   "
            "plan_ms   fp32_ms  dense/plan fp32/dense fp32/plan\n");
-    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+    for (size_t s = 0; argc < 3 && s < sizeof shapes / sizeof *shapes; s++)
         for (size_t f = 0; f < sizeof flips / sizeof *flips; f++) {
             bench_layer(shapes[s][0], shapes[s][1], shapes[s][2], flips[f]);
         }

@@ -136,7 +136,26 @@ size_t td_bconv_scratch_words(const td_bconv *l)
 TD_AI void px_dense(const uint64_t *restrict win, const uint64_t *restrict w,
                     int cout, int kw, int32_t kbits, int32_t *restrict y)
 {
-    for (int o = 0; o < cout; o++) {
+    int o = 0;
+    /* four channels at a time: each window word is loaded once for four
+     * independent popcount chains */
+    for (; o + 4 <= cout; o += 4) {
+        const uint64_t *r0 = w + (size_t)o * (size_t)kw, *r1 = r0 + kw,
+                       *r2 = r1 + kw, *r3 = r2 + kw;
+        int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (int i = 0; i < kw; i++) {
+            uint64_t a = win[i];
+            s0 += __builtin_popcountll(a ^ r0[i]);
+            s1 += __builtin_popcountll(a ^ r1[i]);
+            s2 += __builtin_popcountll(a ^ r2[i]);
+            s3 += __builtin_popcountll(a ^ r3[i]);
+        }
+        y[o] = kbits - 2 * s0;
+        y[o + 1] = kbits - 2 * s1;
+        y[o + 2] = kbits - 2 * s2;
+        y[o + 3] = kbits - 2 * s3;
+    }
+    for (; o < cout; o++) {
         const uint64_t *r = w + (size_t)o * (size_t)kw;
         int32_t s = 0;
         for (int i = 0; i < kw; i++)
@@ -187,14 +206,17 @@ TD_AI void conv_body(const td_bconv *l, int use_plan, const uint64_t *in,
                         uint64_t *dst = win + (size_t)(ky * k + kx) *
                                                   (size_t)cw;
                         if (iy < 0 || iy >= h || ix < 0 || ix >= w) {
-                            memset(dst, 0, (size_t)cw * sizeof *dst);
+                            for (int q = 0; q < cw; q++)
+                                dst[q] = 0;
                             bad[nbad++] = ky * k + kx;
                         } else {
-                            memcpy(dst,
-                                   in + (((size_t)b * (size_t)h +
-                                          (size_t)iy) * (size_t)w +
-                                         (size_t)ix) * (size_t)cw,
-                                   (size_t)cw * sizeof *dst);
+                            /* a word loop, not memcpy: cw is 1..8 */
+                            const uint64_t *src =
+                                in + (((size_t)b * (size_t)h + (size_t)iy) *
+                                          (size_t)w + (size_t)ix) *
+                                         (size_t)cw;
+                            for (int q = 0; q < cw; q++)
+                                dst[q] = src[q];
                         }
                     }
                 }

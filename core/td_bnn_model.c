@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "td_bitpack.h"
+#include "td_gemm.h"
 #include "td_kernels.h"
 
 /* ---------------------------------------------------------------- arch */
@@ -257,6 +258,7 @@ void td_bnn_free(td_bnn_model *m)
         td_bconv_release(&m->blocks[i].conv);
     if (m->labels)
         free(m->labels);
+    free(m->stem_wt_t);
     free(m->mem);
     free(m);
 }
@@ -311,6 +313,20 @@ json_t *td_bnn_stats_json(const td_bnn_model *m)
 
 static td_status prepare_blocks(td_bnn_model *m, td_error *err)
 {
+    const td_bnn_arch *a = &m->arch;
+    size_t taps = (size_t)a->in_ch * (size_t)(a->stem.k * a->stem.k);
+    m->stem_wt_t = malloc(taps * (size_t)a->stem.cout * sizeof(float));
+    if (!m->stem_wt_t)
+        return td_error_set(err, TD_ENOMEM, "bnn: out of memory");
+    /* (C0, in_ch, k, k) -> (k, k, in_ch, C0): im2col's column order */
+    for (int ci = 0; ci < a->in_ch; ci++)
+        for (int t = 0; t < a->stem.k * a->stem.k; t++)
+            for (int o = 0; o < a->stem.cout; o++)
+                m->stem_wt_t[((size_t)t * (size_t)a->in_ch + (size_t)ci) *
+                                 (size_t)a->stem.cout + (size_t)o] =
+                    m->stem_wt[((size_t)o * (size_t)a->in_ch + (size_t)ci) *
+                                   (size_t)(a->stem.k * a->stem.k) +
+                               (size_t)t];
     for (int i = 0; i < m->arch.n_blocks; i++) {
         td_bnn_block *b = &m->blocks[i];
         td_status st = td_bconv_prepare(&b->conv, b->cin, b->spec.cout,
@@ -802,7 +818,9 @@ static void forward_sizes(const td_bnn_model *m, fwd_sizes *z)
 {
     size_t px = (size_t)m->stem_h * (size_t)m->stem_w;
     memset(z, 0, sizeof *z);
-    z->stem_f = px * (size_t)m->arch.stem.cout;
+    z->stem_f = px * (size_t)(m->arch.stem.cout + m->arch.in_ch *
+                                                   m->arch.stem.k *
+                                                   m->arch.stem.k);
     z->bits = px * (size_t)td_bp_words(m->arch.stem.cout);
     for (int i = 0; i < m->arch.n_blocks; i++) {
         const td_bnn_block *b = &m->blocks[i];
@@ -828,39 +846,53 @@ size_t td_bnn_scratch_bytes(const td_bnn_model *m)
            td_arena_round(z.pooled * 4);
 }
 
-/* Real-valued stem on one image. in: (in_ch, H, W) NCHW; out: (Ho, Wo, C0)
- * NHWC; weights (C0, in_ch, k, k). Zero padding. */
-static void stem_conv(const td_bnn_model *m, const float *in, float *out)
+/* Real-valued stem on one image, then its affine (BatchNorm) and sign.
+ * in: (in_ch, H, W) NCHW; out: (Ho, Wo, cw0) packed. With symmetric
+ * padding (pad = k/2) it is im2col + sgemm like any fp32 conv; otherwise a
+ * direct loop. f: scratch of Ho*Wo*(C0 + in_ch*k*k) floats. Weights
+ * (k, k, in_ch, C0). Zero padding. */
+static void stem_conv(const td_bnn_model *m, const float *in, float *f,
+                      uint64_t *out)
 {
     const td_bnn_arch *a = &m->arch;
-    int k = a->stem.k, c0 = a->stem.cout;
-    for (int oy = 0; oy < m->stem_h; oy++)
-        for (int ox = 0; ox < m->stem_w; ox++) {
-            float *o = out + ((size_t)oy * (size_t)m->stem_w + (size_t)ox) *
-                                 (size_t)c0;
-            for (int oc = 0; oc < c0; oc++) {
-                float acc = 0;
-                for (int ci = 0; ci < a->in_ch; ci++)
-                    for (int ky = 0; ky < k; ky++) {
-                        int iy = oy * a->stem.stride - a->stem.pad + ky;
-                        if (iy < 0 || iy >= a->in_h)
+    int k = a->stem.k, c0 = a->stem.cout, kc = k * k * a->in_ch;
+    size_t px = (size_t)m->stem_h * (size_t)m->stem_w;
+    float *acc = f, *cols = f + px * (size_t)c0;
+    if (a->stem.pad == k / 2) {
+        td_k_im2col_nchw(in, 1, a->in_ch, a->in_h, a->in_w, k, a->stem.stride,
+                         cols);
+        td_sgemm((int)px, c0, kc, cols, kc, m->stem_wt_t, c0, 0.0f, acc, c0);
+    } else {
+        for (int oy = 0; oy < m->stem_h; oy++)
+            for (int ox = 0; ox < m->stem_w; ox++) {
+                float *o = acc + ((size_t)oy * (size_t)m->stem_w +
+                                  (size_t)ox) * (size_t)c0;
+                for (int oc = 0; oc < c0; oc++)
+                    o[oc] = 0;
+                for (int ky = 0; ky < k; ky++) {
+                    int iy = oy * a->stem.stride - a->stem.pad + ky;
+                    if (iy < 0 || iy >= a->in_h)
+                        continue;
+                    for (int kx = 0; kx < k; kx++) {
+                        int ix = ox * a->stem.stride - a->stem.pad + kx;
+                        if (ix < 0 || ix >= a->in_w)
                             continue;
-                        for (int kx = 0; kx < k; kx++) {
-                            int ix = ox * a->stem.stride - a->stem.pad + kx;
-                            if (ix < 0 || ix >= a->in_w)
-                                continue;
-                            acc += in[((size_t)ci * (size_t)a->in_h +
-                                       (size_t)iy) * (size_t)a->in_w +
-                                      (size_t)ix] *
-                                   m->stem_wt[(((size_t)oc * (size_t)a->in_ch +
-                                                (size_t)ci) * (size_t)k +
-                                               (size_t)ky) * (size_t)k +
-                                              (size_t)kx];
+                        for (int ci = 0; ci < a->in_ch; ci++) {
+                            float xv = in[((size_t)ci * (size_t)a->in_h +
+                                           (size_t)iy) * (size_t)a->in_w +
+                                          (size_t)ix];
+                            const float *wt =
+                                m->stem_wt_t +
+                                ((size_t)(ky * k + kx) * (size_t)a->in_ch +
+                                 (size_t)ci) * (size_t)c0;
+                            for (int oc = 0; oc < c0; oc++)
+                                o[oc] += xv * wt[oc];
                         }
                     }
-                o[oc] = acc;
+                }
             }
-        }
+    }
+    td_bp_pack_affine(acc, px, c0, m->stem_scale, m->stem_bias, out);
 }
 
 td_status td_bnn_forward(const td_bnn_model *m, int use_plan, td_arena *ar,
@@ -891,9 +923,7 @@ td_status td_bnn_forward(const td_bnn_model *m, int use_plan, td_arena *ar,
     for (int img_i = 0; img_i < n; img_i++) {
         uint64_t *bin = b0, *bout = b1, *t;
         int h = m->stem_h, w = m->stem_w;
-        stem_conv(m, in + (size_t)img_i * img, sf);
-        td_bp_pack_affine(sf, (size_t)h * (size_t)w, a->stem.cout,
-                          m->stem_scale, m->stem_bias, bin);
+        stem_conv(m, in + (size_t)img_i * img, sf, bin);
         for (int i = 0; i < a->n_blocks; i++) {
             const td_bnn_block *b = &m->blocks[i];
             size_t po = (size_t)b->h_out * (size_t)b->w_out;

@@ -78,6 +78,7 @@ typedef struct td_bnn_model {
     int stem_h, stem_w;
     const float *stem_wt; /* (C0, in_ch, k, k) */
     const float *stem_scale, *stem_bias;
+    float *stem_wt_t;     /* owned: (k, k, in_ch, C0), for the forward */
     td_bnn_block blocks[TD_BNN_MAX_BLOCKS];
     const float *fc_w, *fc_b;
     char **labels;        /* classes entries, or NULL */
