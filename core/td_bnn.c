@@ -9,6 +9,11 @@
 
 #include "td_bitpack.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define TD_BNN_X86 1
+#endif
+
 int td_bconv_out(int in, int k, int stride, int pad)
 {
     if (in < 1 || k < 1 || stride < 1 || pad < 0 || in + 2 * pad < k)
@@ -18,17 +23,47 @@ int td_bconv_out(int in, int k, int stride, int pad)
 
 static size_t al8(size_t n) { return (n + 7) & ~(size_t)7; }
 
+/* rows (n, kw) -> (ceil(n/8), kw, 8), missing channels zero. */
+static void interleave8(const uint64_t *rows, int n, int kw, uint64_t *out)
+{
+    int blocks = (n + 7) / 8;
+    memset(out, 0, (size_t)blocks * (size_t)kw * 8 * sizeof *out);
+    for (int o = 0; o < n; o++)
+        for (int i = 0; i < kw; i++)
+            out[((size_t)(o / 8) * (size_t)kw + (size_t)i) * 8 +
+                (size_t)(o % 8)] = rows[(size_t)o * (size_t)kw + (size_t)i];
+}
+
+static size_t il8_words(int n, int kw) { return (size_t)((n + 7) / 8) * (size_t)kw * 8; }
+
+int td_bconv_has_simd(void);
+
 static td_status build_exec(td_bnn_exec *x, const td_mst_plan *p,
                             const uint64_t *w, int kw, td_error *err)
 {
-    int steps = p->cout - 1;
-    size_t ne = (size_t)p->n_diff, o_mask, o_wj, o_child, o_par, o_2d, o_ptr,
+    int cost = td_bconv_has_simd() ? TD_BNN_DELTA_COST_SIMD
+                                   : TD_BNN_DELTA_COST;
+    int c = p->cout, n_dense = 0, steps = 0;
+    size_t ne = 0, o_dw, o_mask, o_wj, o_dch, o_child, o_par, o_2d, o_ptr,
            o_idx, total;
     unsigned char *m;
     int32_t e = 0;
-    o_mask = 0;
+    /* which channels go dense: the root and every child whose diff list
+     * is not clearly cheaper than its row */
+    for (int i = 0; i < c; i++) {
+        int j = p->order[i];
+        int32_t n = p->diff_ptr[j + 1] - p->diff_ptr[j];
+        if (p->parent[j] < 0 || n * cost >= kw)
+            n_dense++;
+        else
+            ne += (size_t)n;
+    }
+    steps = c - n_dense;
+    o_dw = 0;
+    o_mask = o_dw + (size_t)n_dense * (size_t)kw * 8 + il8_words(n_dense, kw) * 8;
     o_wj = o_mask + ne * 8;
-    o_child = o_wj + ne * 8;
+    o_dch = o_wj + ne * 8;
+    o_child = al8(o_dch + (size_t)n_dense * 4);
     o_par = al8(o_child + (size_t)steps * 4);
     o_2d = al8(o_par + (size_t)steps * 4);
     o_ptr = al8(o_2d + (size_t)steps * 4);
@@ -38,23 +73,35 @@ static td_status build_exec(td_bnn_exec *x, const td_mst_plan *p,
     if (!m)
         return td_error_set(err, TD_ENOMEM, "bconv: out of memory");
     x->mem = m;
+    x->n_dense = n_dense;
     x->n_steps = steps;
-    x->root = p->order[0];
+    x->dense_w = (uint64_t *)(void *)(m + o_dw);
+    x->dense_wv = x->dense_w + (size_t)n_dense * (size_t)kw;
     x->emask = (uint64_t *)(void *)(m + o_mask);
     x->ewj = (uint64_t *)(void *)(m + o_wj);
+    x->dense_ch = (int32_t *)(void *)(m + o_dch);
     x->child = (int32_t *)(void *)(m + o_child);
     x->parent = (int32_t *)(void *)(m + o_par);
     x->two_d = (int32_t *)(void *)(m + o_2d);
     x->eptr = (int32_t *)(void *)(m + o_ptr);
     x->eidx = (uint32_t *)(void *)(m + o_idx);
-    /* Steps in BFS order, entries contiguous in step order: the forward
-     * streams through both arrays once per pixel. */
-    for (int s = 0; s < steps; s++) {
-        int j = p->order[s + 1];
-        int32_t d = 0;
-        x->child[s] = j;
-        x->parent[s] = p->parent[j];
-        x->eptr[s] = e;
+    /* Dense channels first (any order), then delta steps in BFS order, so
+     * every parent is done before its children; entries are contiguous in
+     * step order and the forward streams through them once per pixel. */
+    n_dense = steps = 0;
+    for (int i = 0; i < c; i++) {
+        int j = p->order[i];
+        int32_t n = p->diff_ptr[j + 1] - p->diff_ptr[j], d = 0;
+        if (p->parent[j] < 0 || n * cost >= kw) {
+            x->dense_ch[n_dense] = j;
+            memcpy(x->dense_w + (size_t)n_dense * (size_t)kw,
+                   w + (size_t)j * (size_t)kw, (size_t)kw * 8);
+            n_dense++;
+            continue;
+        }
+        x->child[steps] = j;
+        x->parent[steps] = p->parent[j];
+        x->eptr[steps] = e;
         for (int32_t q = p->diff_ptr[j]; q < p->diff_ptr[j + 1]; q++) {
             x->eidx[e] = (uint32_t)p->diff_idx[q];
             x->emask[e] = p->diff_mask[q];
@@ -62,9 +109,11 @@ static td_status build_exec(td_bnn_exec *x, const td_mst_plan *p,
             d += __builtin_popcountll(p->diff_mask[q]);
             e++;
         }
-        x->two_d[s] = 2 * d;
+        x->two_d[steps] = 2 * d;
+        steps++;
     }
     x->eptr[steps] = e;
+    interleave8(x->dense_w, n_dense, kw, x->dense_wv);
     return TD_OK;
 }
 
@@ -92,8 +141,12 @@ td_status td_bconv_prepare(td_bconv *l, int cin, int cout, int k, int stride,
                             "has %d of %d", plan->cout, plan->kw, cout,
                             l->kw);
     l->tapsum = malloc((size_t)k * (size_t)k * (size_t)cout * sizeof(int32_t));
-    if (!l->tapsum)
+    l->wv = malloc(il8_words(cout, l->kw) * sizeof *l->wv);
+    if (!l->tapsum || !l->wv) {
+        td_bconv_release(l);
         return td_error_set(err, TD_ENOMEM, "bconv: out of memory");
+    }
+    interleave8(w, cout, l->kw, l->wv);
     for (int t = 0; t < k * k; t++)
         for (int o = 0; o < cout; o++) {
             const uint64_t *r =
@@ -116,8 +169,10 @@ void td_bconv_release(td_bconv *l)
     if (!l)
         return;
     free(l->tapsum);
+    free(l->wv);
     free(l->exec.mem);
     l->tapsum = NULL;
+    l->wv = NULL;
     l->exec.mem = NULL;
     l->exec.n_steps = -1;
 }
@@ -128,18 +183,28 @@ size_t td_bconv_scratch_words(const td_bconv *l)
     return (size_t)l->kw + (size_t)l->k * (size_t)l->k;
 }
 
-/* The per-pixel kernels, written once and instantiated with and without
- * the POPCNT instruction (always_inline lets the builtin expand with the
- * caller's target). */
+/* The per-pixel kernels. Scalar bodies are written once and instantiated
+ * with and without the POPCNT instruction (always_inline lets the builtin
+ * expand with the caller's target); the AVX-512 VPOPCNTDQ dense kernel is
+ * its own function. conv_body calls them through pointers, once per pixel
+ * each, so it needs no target of its own. */
 #define TD_AI static inline __attribute__((always_inline))
 
+typedef void (*dense_fn)(const uint64_t *win, const uint64_t *w,
+                         const uint64_t *wv, int n, int kw, int32_t kbits,
+                         const int32_t *ch, int32_t *y);
+typedef void (*steps_fn)(const uint64_t *win, const td_bnn_exec *x,
+                         int32_t *y);
+
+/* y[ch[o]] for the rows w (n, kw); ch NULL means y[o]. */
 TD_AI void px_dense(const uint64_t *restrict win, const uint64_t *restrict w,
-                    int cout, int kw, int32_t kbits, int32_t *restrict y)
+                    int n, int kw, int32_t kbits, const int32_t *ch,
+                    int32_t *restrict y)
 {
     int o = 0;
     /* four channels at a time: each window word is loaded once for four
      * independent popcount chains */
-    for (; o + 4 <= cout; o += 4) {
+    for (; o + 4 <= n; o += 4) {
         const uint64_t *r0 = w + (size_t)o * (size_t)kw, *r1 = r0 + kw,
                        *r2 = r1 + kw, *r3 = r2 + kw;
         int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -150,32 +215,27 @@ TD_AI void px_dense(const uint64_t *restrict win, const uint64_t *restrict w,
             s2 += __builtin_popcountll(a ^ r2[i]);
             s3 += __builtin_popcountll(a ^ r3[i]);
         }
-        y[o] = kbits - 2 * s0;
-        y[o + 1] = kbits - 2 * s1;
-        y[o + 2] = kbits - 2 * s2;
-        y[o + 3] = kbits - 2 * s3;
+        y[ch ? ch[o] : o] = kbits - 2 * s0;
+        y[ch ? ch[o + 1] : o + 1] = kbits - 2 * s1;
+        y[ch ? ch[o + 2] : o + 2] = kbits - 2 * s2;
+        y[ch ? ch[o + 3] : o + 3] = kbits - 2 * s3;
     }
-    for (; o < cout; o++) {
+    for (; o < n; o++) {
         const uint64_t *r = w + (size_t)o * (size_t)kw;
         int32_t s = 0;
         for (int i = 0; i < kw; i++)
             s += __builtin_popcountll(win[i] ^ r[i]);
-        y[o] = kbits - 2 * s;
+        y[ch ? ch[o] : o] = kbits - 2 * s;
     }
 }
 
-TD_AI void px_plan(const uint64_t *restrict win, const uint64_t *restrict w,
-                   int kw, int32_t kbits, const td_bnn_exec *x,
-                   int32_t *restrict y)
+/* The delta steps: y_child = y_parent + 2d - 4 popcount((a^w_child)&m). */
+TD_AI void px_steps(const uint64_t *restrict win, const td_bnn_exec *x,
+                    int32_t *restrict y)
 {
-    const uint64_t *r = w + (size_t)x->root * (size_t)kw;
     const int32_t *eptr = x->eptr;
     const uint32_t *eidx = x->eidx;
     const uint64_t *emask = x->emask, *ewj = x->ewj;
-    int32_t s = 0;
-    for (int i = 0; i < kw; i++)
-        s += __builtin_popcountll(win[i] ^ r[i]);
-    y[x->root] = kbits - 2 * s;
     for (int st = 0; st < x->n_steps; st++) {
         int32_t acc = 0;
         for (int32_t e = eptr[st]; e < eptr[st + 1]; e++)
@@ -184,8 +244,83 @@ TD_AI void px_plan(const uint64_t *restrict win, const uint64_t *restrict w,
     }
 }
 
-TD_AI void conv_body(const td_bconv *l, int use_plan, const uint64_t *in,
-                     int n, int h, int w, int32_t *y, uint64_t *scratch)
+static void dense_generic(const uint64_t *win, const uint64_t *w,
+                          const uint64_t *wv, int n, int kw, int32_t kbits,
+                          const int32_t *ch, int32_t *y)
+{
+    (void)wv;
+    px_dense(win, w, n, kw, kbits, ch, y);
+}
+
+static void steps_generic(const uint64_t *win, const td_bnn_exec *x,
+                          int32_t *y)
+{
+    px_steps(win, x, y);
+}
+
+#ifdef TD_BNN_X86
+__attribute__((target("popcnt"))) static void
+dense_popcnt(const uint64_t *win, const uint64_t *w, const uint64_t *wv,
+             int n, int kw, int32_t kbits, const int32_t *ch, int32_t *y)
+{
+    (void)wv;
+    px_dense(win, w, n, kw, kbits, ch, y);
+}
+
+__attribute__((target("popcnt"))) static void
+steps_popcnt(const uint64_t *win, const td_bnn_exec *x, int32_t *y)
+{
+    px_steps(win, x, y);
+}
+
+/* 8 channels per instruction: wv is (blocks, kw, 8); each window word is
+ * broadcast, XORed with 8 channels' words, counted by VPOPCNTQ. Two
+ * blocks at a time for two independent accumulator chains. */
+__attribute__((target("avx512f,avx512vpopcntdq"))) static void
+dense_avx512(const uint64_t *win, const uint64_t *w, const uint64_t *wv,
+             int n, int kw, int32_t kbits, const int32_t *ch, int32_t *y)
+{
+    int blocks = (n + 7) / 8, b = 0;
+    int64_t t[16];
+    (void)w;
+    for (; b < blocks; b += 2) {
+        int two = b + 1 < blocks;
+        const uint64_t *p0 = wv + (size_t)b * (size_t)kw * 8;
+        const uint64_t *p1 = two ? p0 + (size_t)kw * 8 : p0;
+        __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+        for (int i = 0; i < kw; i++) {
+            __m512i x = _mm512_set1_epi64((long long)win[i]);
+            a0 = _mm512_add_epi64(
+                a0, _mm512_popcnt_epi64(_mm512_xor_si512(
+                        x, _mm512_loadu_si512((const void *)(p0 + i * 8)))));
+            a1 = _mm512_add_epi64(
+                a1, _mm512_popcnt_epi64(_mm512_xor_si512(
+                        x, _mm512_loadu_si512((const void *)(p1 + i * 8)))));
+        }
+        _mm512_storeu_si512((void *)t, a0);
+        _mm512_storeu_si512((void *)(t + 8), a1);
+        for (int l = 0; l < (two ? 16 : 8); l++) {
+            int o = b * 8 + l;
+            if (o < n)
+                y[ch ? ch[o] : o] = kbits - 2 * (int32_t)t[l];
+        }
+    }
+}
+#endif
+
+int td_bconv_has_simd(void)
+{
+#ifdef TD_BNN_X86
+    return __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512vpopcntdq");
+#else
+    return 0;
+#endif
+}
+
+static void conv_body(const td_bconv *l, int use_plan, const uint64_t *in,
+                      int n, int h, int w, int32_t *y, uint64_t *scratch,
+                      dense_fn dense, steps_fn steps)
 {
     int k = l->k, cw = l->cw, kw = l->kw, cout = l->cout;
     int ho = td_bconv_out(h, k, l->stride, l->pad);
@@ -220,10 +355,13 @@ TD_AI void conv_body(const td_bconv *l, int use_plan, const uint64_t *in,
                         }
                     }
                 }
-                if (use_plan)
-                    px_plan(win, l->w, kw, kbits, &l->exec, yo);
-                else
-                    px_dense(win, l->w, cout, kw, kbits, yo);
+                if (use_plan) {
+                    dense(win, l->exec.dense_w, l->exec.dense_wv,
+                          l->exec.n_dense, kw, kbits, l->exec.dense_ch, yo);
+                    steps(win, &l->exec, yo);
+                } else {
+                    dense(win, l->w, l->wv, cout, kw, kbits, NULL, yo);
+                }
                 for (int t = 0; t < nbad; t++) {
                     const int32_t *ts =
                         l->tapsum + (size_t)bad[t] * (size_t)cout;
@@ -233,39 +371,27 @@ TD_AI void conv_body(const td_bconv *l, int use_plan, const uint64_t *in,
             }
 }
 
-#if defined(__x86_64__) || defined(__i386__)
-__attribute__((target("popcnt"))) static void
-conv_popcnt(const td_bconv *l, int use_plan, const uint64_t *in, int n, int h,
-            int w, int32_t *y, uint64_t *scratch)
-{
-    conv_body(l, use_plan, in, n, h, w, y, scratch);
-}
-#endif
-
-static void conv_generic(const td_bconv *l, int use_plan, const uint64_t *in,
-                         int n, int h, int w, int32_t *y, uint64_t *scratch)
-{
-    conv_body(l, use_plan, in, n, h, w, y, scratch);
-}
-
-void td_bconv_forward(const td_bconv *l, int use_plan, const uint64_t *in,
+void td_bconv_forward(const td_bconv *l, int flags, const uint64_t *in,
                       int n, int h, int w, int32_t *y, uint64_t *scratch)
 {
-    if (use_plan && l->exec.n_steps < 0)
-        use_plan = 0;
-#if defined(__x86_64__) || defined(__i386__)
+    int use_plan = (flags & TD_BCONV_PLAN) && l->exec.n_steps >= 0;
+    dense_fn dense = dense_generic;
+    steps_fn steps = steps_generic;
+#ifdef TD_BNN_X86
     if (td_bp_has_popcnt()) {
-        conv_popcnt(l, use_plan, in, n, h, w, y, scratch);
-        return;
+        dense = dense_popcnt;
+        steps = steps_popcnt;
     }
+    if (!(flags & TD_BCONV_PORTABLE) && td_bconv_has_simd())
+        dense = dense_avx512;
 #endif
-    conv_generic(l, use_plan, in, n, h, w, y, scratch);
+    conv_body(l, use_plan, in, n, h, w, y, scratch, dense, steps);
 }
 
-void td_bfc_forward(const td_bconv *l, int use_plan, const uint64_t *in,
+void td_bfc_forward(const td_bconv *l, int flags, const uint64_t *in,
                     int n, int32_t *y, uint64_t *scratch)
 {
-    td_bconv_forward(l, use_plan, in, n, 1, 1, y, scratch);
+    td_bconv_forward(l, flags, in, n, 1, 1, y, scratch);
 }
 
 void td_bnn_threshold(const int32_t *y, size_t rows, int cout,

@@ -34,10 +34,24 @@
 #include "td_err.h"
 #include "td_mst.h"
 
-/* A child's plan step in execution form (built from a td_mst_plan). */
+/* A plan in execution form (built from a td_mst_plan). Channels whose
+ * diff list would cost more than their row (entries * cost >= kw words,
+ * cost = TD_BNN_DELTA_COST, or TD_BNN_DELTA_COST_SIMD when the dense rows
+ * run 8 channels per instruction) are computed densely with the root; the
+ * rest are delta steps in BFS order. Either way the result is the same
+ * integer. The costs are measured (bench/bnn_bench, docs/BNN.md). */
+#ifndef TD_BNN_DELTA_COST
+#define TD_BNN_DELTA_COST 2
+#endif
+#ifndef TD_BNN_DELTA_COST_SIMD
+#define TD_BNN_DELTA_COST_SIMD 16
+#endif
 typedef struct td_bnn_exec {
-    int n_steps;        /* cout - 1 */
-    int root;
+    int n_dense;        /* root + children cheaper to compute densely */
+    int32_t *dense_ch;  /* (n_dense) */
+    uint64_t *dense_w;  /* (n_dense, kw) their rows, contiguous */
+    uint64_t *dense_wv; /* the same rows 8-channel interleaved (SIMD) */
+    int n_steps;        /* delta steps; -1 when there is no plan */
     int32_t *child;     /* (n_steps) */
     int32_t *parent;    /* (n_steps) */
     int32_t *two_d;     /* (n_steps) 2*d(child, parent) */
@@ -54,6 +68,8 @@ typedef struct td_bconv {
     int kw;              /* k*k*cw words per weight row */
     const uint64_t *w;   /* (cout, k, k, cw), not owned */
     int32_t *tapsum;     /* (k*k, cout) owned: Cin - 2 popcount per tap */
+    uint64_t *wv;        /* owned: rows 8-channel interleaved,
+                            (ceil(cout/8), kw, 8), zero-padded (SIMD) */
     td_bnn_exec exec;    /* owned; n_steps < 0 when there is no plan */
 } td_bconv;
 
@@ -71,16 +87,27 @@ void td_bconv_release(td_bconv *l);
 /* 64-bit words of scratch a forward call needs. */
 size_t td_bconv_scratch_words(const td_bconv *l);
 
+/* Forward flags. PLAN: through the MST plan (ignored without one);
+ * otherwise dense. PORTABLE: no SIMD even where the CPU has it (tests
+ * compare both). The dense rows (all of them, or the plan's dense group)
+ * run 8 channels per instruction with AVX-512 VPOPCNTDQ when the CPU has
+ * it, else by scalar POPCNT (target clone, runtime check), else portable
+ * C. */
+#define TD_BCONV_PLAN 1
+#define TD_BCONV_PORTABLE 2
+
 /* in: (N, H, W, cw) packed; y: (N, Ho, Wo, cout) int32 dot products.
- * use_plan: 1 = through the MST plan (needs one), 0 = dense.
- * scratch: td_bconv_scratch_words(l) words. */
-void td_bconv_forward(const td_bconv *l, int use_plan, const uint64_t *in,
+ * flags: TD_BCONV_*; scratch: td_bconv_scratch_words(l) words. */
+void td_bconv_forward(const td_bconv *l, int flags, const uint64_t *in,
                       int n, int h, int w, int32_t *y, uint64_t *scratch);
+
+/* 1 when the AVX-512 VPOPCNTDQ path is available on this CPU. */
+int td_bconv_has_simd(void);
 
 /* Binary fully connected: a 1x1 convolution over one pixel.
  * in: (N, cw) packed; y: (N, cout). l prepared with k = 1, stride 1,
  * pad 0. */
-void td_bfc_forward(const td_bconv *l, int use_plan, const uint64_t *in,
+void td_bfc_forward(const td_bconv *l, int flags, const uint64_t *in,
                     int n, int32_t *y, uint64_t *scratch);
 
 /* Fold to bits: out bit of (row, o) = (s[o]*y[row,o] < t[o]).

@@ -895,7 +895,7 @@ static void stem_conv(const td_bnn_model *m, const float *in, float *f,
     td_bp_pack_affine(acc, px, c0, m->stem_scale, m->stem_bias, out);
 }
 
-td_status td_bnn_forward(const td_bnn_model *m, int use_plan, td_arena *ar,
+td_status td_bnn_forward(const td_bnn_model *m, int flags, td_arena *ar,
                          const float *in, int n, float *logits,
                          td_error *err)
 {
@@ -927,7 +927,7 @@ td_status td_bnn_forward(const td_bnn_model *m, int use_plan, td_arena *ar,
         for (int i = 0; i < a->n_blocks; i++) {
             const td_bnn_block *b = &m->blocks[i];
             size_t po = (size_t)b->h_out * (size_t)b->w_out;
-            td_bconv_forward(&b->conv, use_plan, bin, 1, h, w, y, scr);
+            td_bconv_forward(&b->conv, flags, bin, 1, h, w, y, scr);
             if (i + 1 < a->n_blocks) {
                 td_bnn_threshold(y, po, b->spec.cout, b->tsign, b->thr, bout);
                 t = bin;

@@ -139,9 +139,10 @@ td_status td_bnn_export(const td_bnn_latent *src, const char *path,
 /* Arena bytes td_bnn_forward needs (independent of the batch). */
 size_t td_bnn_scratch_bytes(const td_bnn_model *m);
 /* in: (N, in_ch, in_h, in_w) NCHW float, normalised; logits:
- * (N, classes). use_plan: 1 = MST plans, 0 = dense binary layers (the
- * results are identical). The arena is left as it was found. */
-td_status td_bnn_forward(const td_bnn_model *m, int use_plan, td_arena *a,
+ * (N, classes). flags: TD_BCONV_PLAN for the MST plans (else dense
+ * binary layers), TD_BCONV_PORTABLE for no SIMD; every combination gives
+ * the same logits. The arena is left as it was found. */
+td_status td_bnn_forward(const td_bnn_model *m, int flags, td_arena *a,
                          const float *in, int n, float *logits,
                          td_error *err);
 

@@ -119,7 +119,7 @@ static td_status bnn_infer(const void *impl, const td_tensor *inputs,
     (void)params;
     if (!logits)
         return td_error_set(err, TD_ENOMEM, "out of memory");
-    st = rows > 0 ? td_bnn_forward(m, 1, scratch, inputs[0].data, rows,
+    st = rows > 0 ? td_bnn_forward(m, TD_BCONV_PLAN, scratch, inputs[0].data, rows,
                                    logits, err)
                   : TD_OK;
     if (st != TD_OK) {

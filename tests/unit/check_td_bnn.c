@@ -97,8 +97,8 @@ START_TEST(test_bconv_matches_float_reference)
         ck_assert_int_eq(td_mst_build(rows, cout, kw, &plan, NULL), TD_OK);
         ck_assert_int_eq(td_bconv_prepare(&l, cin, cout, k, stride, pad, rows, &plan, NULL), TD_OK);
         scr = malloc(td_bconv_scratch_words(&l) * 8);
-        td_bconv_forward(&l, 0, xb, n, h, w, yd, scr);
-        td_bconv_forward(&l, 1, xb, n, h, w, yp, scr);
+        td_bconv_forward(&l, TD_BCONV_PORTABLE, xb, n, h, w, yd, scr);
+        td_bconv_forward(&l, TD_BCONV_PLAN | (trial % 2 ? TD_BCONV_PORTABLE : 0), xb, n, h, w, yp, scr);
         for (int b = 0; b < n; b++)
             for (int oy = 0; oy < ho; oy++)
                 for (int ox = 0; ox < wo; ox++)
@@ -158,9 +158,12 @@ START_TEST(test_plan_bit_exact_property)
         ck_assert_int_eq(td_mst_validate(&plan, rows, "t", &err), TD_OK);
         ck_assert_int_eq(td_bconv_prepare(&l, cin, cout, k, stride, pad, rows, &plan, &err), TD_OK);
         scr = malloc(td_bconv_scratch_words(&l) * 8);
+        /* the dense SIMD layer, the portable one, and the plan with both */
         td_bconv_forward(&l, 0, xb, n, h, w, yd, scr);
-        td_bconv_forward(&l, 1, xb, n, h, w, yp, scr);
-        ck_assert_int_eq(memcmp(yd, yp, ny * 4), 0);
+        for (int f = 1; f <= 3; f++) {
+            td_bconv_forward(&l, f, xb, n, h, w, yp, scr);
+            ck_assert_msg(memcmp(yd, yp, ny * 4) == 0, "flags %d differ", f);
+        }
         td_bconv_release(&l);
         td_mst_plan_free(&plan);
         free(wf); free(rows); free(xb); free(yd); free(yp); free(scr);
@@ -431,8 +434,10 @@ START_TEST(test_model_export_load_forward)
         for (int i = 0; i < n * 12 * 11; i++)
             in[i] = rfl() * 2;
         ck_assert_int_eq(td_bnn_forward(m, 0, &ar, in, n, ld, &err), TD_OK);
-        ck_assert_int_eq(td_bnn_forward(m, 1, &ar, in, n, lp, &err), TD_OK);
-        ck_assert_int_eq(memcmp(ld, lp, sizeof ld), 0); /* bit-exact */
+        for (int f = 1; f <= 3; f++) {
+            ck_assert_int_eq(td_bnn_forward(m, f, &ar, in, n, lp, &err), TD_OK);
+            ck_assert_int_eq(memcmp(ld, lp, sizeof ld), 0); /* bit-exact */
+        }
         ck_assert_uint_eq(ar.used, 0);
         for (int b = 0; b < n; b++) {
             reference_forward(&r.lat, in + b * 12 * 11, ref);
