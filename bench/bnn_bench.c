@@ -397,7 +397,9 @@ int main(int argc, char **argv)
     bench_net(FMNIST_ARCH, -1, "fmnist random");
     bench_net(FMNIST_ARCH, 5, "fmnist near-copy 5%");
     bench_net(FMNIST_ARCH, 1, "fmnist near-copy 1%");
+    bench_net(FMNIST_ARCH, 0, "fmnist exact copies");
     bench_net(WIDE_ARCH, -1, "wide random");
     bench_net(WIDE_ARCH, 1, "wide near-copy 1%");
+    bench_net(WIDE_ARCH, 0, "wide exact copies");
     return 0;
 }

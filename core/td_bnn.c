@@ -394,17 +394,71 @@ void td_bfc_forward(const td_bconv *l, int flags, const uint64_t *in,
     td_bconv_forward(l, flags, in, n, 1, 1, y, scratch);
 }
 
-void td_bnn_threshold(const int32_t *y, size_t rows, int cout,
-                      const int8_t *s, const int32_t *t, uint64_t *out)
+static void threshold_generic(const int32_t *y, size_t rows, int cout,
+                              const int8_t *s, const int32_t *t,
+                              uint64_t *out)
 {
     int cw = td_bp_words(cout);
     for (size_t r = 0; r < rows; r++) {
         const int32_t *yr = y + r * (size_t)cout;
         uint64_t *o = out + r * (size_t)cw;
-        memset(o, 0, (size_t)cw * sizeof *o);
-        for (int c = 0; c < cout; c++)
-            o[c >> 6] |= (uint64_t)(s[c] * yr[c] < t[c]) << (c & 63);
+        for (int wi = 0; wi < cw; wi++) {
+            uint64_t word = 0; /* built in a register, stored once */
+            int base = wi * 64, n = cout - base < 64 ? cout - base : 64;
+            for (int j = 0; j < n; j++)
+                word |= (uint64_t)(s[base + j] * yr[base + j] < t[base + j])
+                        << j;
+            o[wi] = word;
+        }
     }
+}
+
+#ifdef TD_BNN_X86
+/* 16 channels per compare (s*y < t); the tail through masked loads. */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+threshold_avx512(const int32_t *y, size_t rows, int cout, const int8_t *s,
+                 const int32_t *t, uint64_t *out)
+{
+    int cw = td_bp_words(cout);
+    for (size_t r = 0; r < rows; r++) {
+        const int32_t *yr = y + r * (size_t)cout;
+        uint64_t *o = out + r * (size_t)cw;
+        for (int wi = 0; wi < cw; wi++) {
+            uint64_t word = 0;
+            for (int q = 0; q < 4; q++) {
+                int base = wi * 64 + q * 16, n = cout - base;
+                __mmask16 m;
+                __m512i sv, v;
+                if (n <= 0)
+                    break;
+                m = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+                sv = _mm512_cvtepi8_epi32(
+                    _mm_maskz_loadu_epi8(m, (const void *)(s + base)));
+                v = _mm512_mullo_epi32(
+                    sv, _mm512_maskz_loadu_epi32(m, (const void *)(yr + base)));
+                word |= (uint64_t)_mm512_mask_cmplt_epi32_mask(
+                            m, v,
+                            _mm512_maskz_loadu_epi32(m, (const void *)(t + base)))
+                        << (q * 16);
+            }
+            o[wi] = word;
+        }
+    }
+}
+#endif
+
+void td_bnn_threshold(const int32_t *y, size_t rows, int cout,
+                      const int8_t *s, const int32_t *t, uint64_t *out)
+{
+#ifdef TD_BNN_X86
+    if (__builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl")) {
+        threshold_avx512(y, rows, cout, s, t, out);
+        return;
+    }
+#endif
+    threshold_generic(y, rows, cout, s, t, out);
 }
 
 void td_bnn_fold_threshold(double m, double b, int64_t k_bits, int8_t *s,
