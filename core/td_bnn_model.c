@@ -309,6 +309,32 @@ json_t *td_bnn_stats_json(const td_bnn_model *m)
     return o;
 }
 
+void td_bnn_stats_fprint(const td_bnn_model *m, FILE *out)
+{
+    fprintf(out, "%-6s %5s %6s %5s %9s %12s %12s %7s %10s %10s %6s\n",
+            "layer", "Cout", "K", "depth", "mst_dist", "bitops_dense",
+            "bitops_mst", "ratio", "bits_dense", "bits_mst", "compr");
+    for (int i = 0; i < m->arch.n_blocks; i++) {
+        const td_mst_stats *s = &m->blocks[i].stats;
+        fprintf(out,
+                "%-6d %5lld %6lld %5d %9lld %12lld %12lld %6.2fx %10lld "
+                "%10lld %5.2fx\n",
+                i, (long long)s->cout, (long long)s->k_bits, s->depth,
+                (long long)s->distance, (long long)s->bitops_dense,
+                (long long)s->bitops_mst, s->bitops_ratio,
+                (long long)s->bits_dense, (long long)s->bits_mst,
+                s->compression);
+    }
+    fprintf(out,
+            "%-6s %5lld %6s %5d %9lld %12lld %12lld %6.2fx %10lld %10lld "
+            "%5.2fx  (bit-ops per image)\n",
+            "total", (long long)m->total.cout, "", m->total.depth,
+            (long long)m->total.distance, (long long)m->total.bitops_dense,
+            (long long)m->total.bitops_mst, m->total.bitops_ratio,
+            (long long)m->total.bits_dense, (long long)m->total.bits_mst,
+            m->total.compression);
+}
+
 /* ---------------------------------------------------------------- load */
 
 static td_status prepare_blocks(td_bnn_model *m, td_error *err)

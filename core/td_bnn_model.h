@@ -36,6 +36,7 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "td_arena.h"
 #include "td_bnn.h"
@@ -151,5 +152,8 @@ td_status td_bnn_forward(const td_bnn_model *m, int flags, td_arena *a,
  * bitops_dense, bitops_mst (per output pixel), bits_dense, bits_mst,
  * compression, mask_words; total: the same with bit-ops per image. */
 json_t *td_bnn_stats_json(const td_bnn_model *m);
+/* The same as a text table (for `tinyd-train info`), one line per layer
+ * and a total line. */
+void td_bnn_stats_fprint(const td_bnn_model *m, FILE *out);
 
 #endif

@@ -71,6 +71,7 @@ int main(int argc, char **argv)
             puts(t);
         free(t);
         json_decref(s);
+        td_bnn_stats_fprint(m, stderr);
     }
     td_bnn_free(m);
     bnn_random_free(&r);

@@ -4,6 +4,8 @@
 #include "config.h"
 
 #include <check.h>
+#include <dirent.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -587,6 +589,62 @@ START_TEST(test_model_refuses_bad_files)
 }
 END_TEST
 
+/* Every bundled model of kind "bnn" (models/zoo): plan == dense on random
+ * inputs. Passes vacuously while none is bundled (said in the log). */
+START_TEST(test_bundled_models_plan_exact)
+{
+    const char *src = getenv("TD_SRCDIR");
+    char dir[512];
+    DIR *d;
+    struct dirent *e;
+    int seen = 0;
+    snprintf(dir, sizeof dir, "%s/models/zoo", src ? src : ".");
+    d = opendir(dir);
+    while (d && (e = readdir(d))) {
+        char path[1024];
+        td_st_file f;
+        td_bnn_model *m;
+        td_arena ar;
+        td_error err;
+        const char *kind;
+        size_t img;
+        float *in, *a, *b;
+        if (!strstr(e->d_name, ".safetensors"))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (td_st_open(&f, path, NULL) != TD_OK)
+            continue;
+        kind = td_st_meta_get(&f, "kind");
+        if (!kind || strcmp(kind, "bnn")) {
+            td_st_close(&f);
+            continue;
+        }
+        ck_assert_msg(td_bnn_load(&m, &f, &err) == TD_OK, "%s: %s", path, err.msg);
+        td_st_close(&f);
+        img = (size_t)m->arch.in_ch * (size_t)m->arch.in_h * (size_t)m->arch.in_w;
+        in = malloc(4 * img * sizeof *in);
+        a = malloc(4 * (size_t)m->arch.classes * sizeof *a);
+        b = malloc(4 * (size_t)m->arch.classes * sizeof *b);
+        rng_state = 17;
+        for (size_t i = 0; i < 4 * img; i++)
+            in[i] = rfl() * 2;
+        ck_assert_int_eq(td_arena_init(&ar, td_bnn_scratch_bytes(m), NULL), TD_OK);
+        ck_assert_int_eq(td_bnn_forward(m, TD_BCONV_PORTABLE, &ar, in, 4, a, NULL), TD_OK);
+        for (int fl = 0; fl <= 1; fl++) {
+            ck_assert_int_eq(td_bnn_forward(m, TD_BCONV_PLAN | (fl ? TD_BCONV_PORTABLE : 0), &ar, in, 4, b, NULL), TD_OK);
+            ck_assert_msg(memcmp(a, b, 4 * (size_t)m->arch.classes * sizeof *a) == 0, "%s: plan != dense", path);
+        }
+        td_arena_free(&ar);
+        free(in); free(a); free(b);
+        td_bnn_free(m);
+        seen++;
+    }
+    if (d)
+        closedir(d);
+    printf("# bundled bnn models checked: %d\n", seen);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("td_bnn");
@@ -602,6 +660,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_bfc_is_dot_product);
     tcase_add_test(tc, test_model_export_load_forward);
     tcase_add_test(tc, test_model_refuses_bad_files);
+    tcase_add_test(tc, test_bundled_models_plan_exact);
     suite_add_tcase(s, tc);
     return s;
 }
