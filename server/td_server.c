@@ -214,8 +214,9 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
     }
     if (st != TD_OK)
         goto fail_notify;
-    /* A pool thread borrows at most one arena at a time. */
-    if (td_scratch_init(&s->scratch, (int)cfg->threads) != 0) {
+    /* A pool thread borrows at most one arena at a time (the pool has
+     * --threads + 2 threads; see main.c). */
+    if (td_scratch_init(&s->scratch, (int)cfg->threads + 2) != 0) {
         st = td_error_set(err, TD_ENOMEM, "out of memory");
         goto fail_registry_only;
     }
