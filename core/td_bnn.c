@@ -179,8 +179,13 @@ void td_bconv_release(td_bconv *l)
 
 size_t td_bconv_scratch_words(const td_bconv *l)
 {
-    /* the window, then the padded-tap list (as int32 pairs in words) */
-    return (size_t)l->kw + (size_t)l->k * (size_t)l->k;
+    /* per pixel: the window, then the padded-tap list (int32 in words);
+     * 8 pixels at once (SIMD): 8 windows, the 8-lane accumulators of
+     * every channel, 8 padded-tap lists */
+    size_t one = (size_t)l->kw + (size_t)l->k * (size_t)l->k;
+    size_t eight = 8 * (size_t)l->kw + 8 * (size_t)l->cout +
+                   4 * (size_t)l->k * (size_t)l->k;
+    return one > eight ? one : eight;
 }
 
 /* The per-pixel kernels. Scalar bodies are written once and instantiated
@@ -308,6 +313,120 @@ dense_avx512(const uint64_t *win, const uint64_t *w, const uint64_t *wv,
 }
 #endif
 
+/* Eight output pixels per instruction, for the plan: windows stored
+ * (kw, 8) so that word i of all 8 pixels is one vector; the dense rows
+ * XOR a broadcast weight word, and, unlike channel interleaving, a delta
+ * entry is just as wide: one gather-free load, XOR, AND, VPOPCNTQ for 8
+ * pixels. So a child costs its mask words against kw for a dense row, the
+ * same ratio as the counted bit-ops at word granularity.
+ * rows (n_rows, kw) with channels ch (NULL: 0..n_rows-1); x: delta steps
+ * or NULL. y: (N, Ho, Wo, cout). */
+__attribute__((target("avx512f,avx512vpopcntdq"))) static void
+conv_px8(const td_bconv *l, const uint64_t *rows, int n_rows,
+         const int32_t *ch, const td_bnn_exec *x, const uint64_t *in, int n,
+         int h, int w, int32_t *y, uint64_t *scratch)
+{
+    int k = l->k, cw = l->cw, kw = l->kw, cout = l->cout, kk = k * k;
+    int ho = td_bconv_out(h, k, l->stride, l->pad);
+    int wo = td_bconv_out(w, k, l->stride, l->pad);
+    size_t npix = (size_t)n * (size_t)ho * (size_t)wo;
+    size_t plane = (size_t)ho * (size_t)wo;
+    uint64_t *winv = scratch;
+    int64_t *yv = (int64_t *)(void *)(scratch + 8 * (size_t)kw);
+    int32_t *bad = (int32_t *)(void *)(yv + 8 * (size_t)cout);
+    int nbad[8];
+    const __m512i kb = _mm512_set1_epi64(k * k * l->cin);
+    for (size_t p0 = 0; p0 < npix; p0 += 8) {
+        int np = npix - p0 < 8 ? (int)(npix - p0) : 8;
+        for (int ln = 0; ln < 8; ln++) {
+            size_t p = p0 + (size_t)(ln < np ? ln : 0); /* spare lanes
+                                                           repeat pixel 0 */
+            size_t b = p / plane, rem = p % plane;
+            int oy = (int)(rem / (size_t)wo), ox = (int)(rem % (size_t)wo);
+            nbad[ln] = 0;
+            for (int ky = 0; ky < k; ky++) {
+                int iy = oy * l->stride - l->pad + ky;
+                for (int kx = 0; kx < k; kx++) {
+                    int ix = ox * l->stride - l->pad + kx, t = ky * k + kx;
+                    uint64_t *dst = winv + (size_t)t * (size_t)cw * 8 +
+                                    (size_t)ln;
+                    if (iy < 0 || iy >= h || ix < 0 || ix >= w) {
+                        for (int q = 0; q < cw; q++)
+                            dst[(size_t)q * 8] = 0;
+                        bad[ln * kk + nbad[ln]++] = t;
+                    } else {
+                        const uint64_t *src =
+                            in + ((b * (size_t)h + (size_t)iy) * (size_t)w +
+                                  (size_t)ix) * (size_t)cw;
+                        for (int q = 0; q < cw; q++)
+                            dst[(size_t)q * 8] = src[q];
+                    }
+                }
+            }
+        }
+        /* dense rows, two at a time for two accumulator chains */
+        int j = 0;
+        for (; j + 2 <= n_rows; j += 2) {
+            const uint64_t *r0 = rows + (size_t)j * (size_t)kw, *r1 = r0 + kw;
+            __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+            for (int i = 0; i < kw; i++) {
+                __m512i v = _mm512_loadu_si512((const void *)(winv + i * 8));
+                a0 = _mm512_add_epi64(a0, _mm512_popcnt_epi64(_mm512_xor_si512(
+                                              v, _mm512_set1_epi64((long long)r0[i]))));
+                a1 = _mm512_add_epi64(a1, _mm512_popcnt_epi64(_mm512_xor_si512(
+                                              v, _mm512_set1_epi64((long long)r1[i]))));
+            }
+            _mm512_storeu_si512((void *)(yv + (size_t)(ch ? ch[j] : j) * 8),
+                                _mm512_sub_epi64(kb, _mm512_slli_epi64(a0, 1)));
+            _mm512_storeu_si512(
+                (void *)(yv + (size_t)(ch ? ch[j + 1] : j + 1) * 8),
+                _mm512_sub_epi64(kb, _mm512_slli_epi64(a1, 1)));
+        }
+        for (; j < n_rows; j++) {
+            const uint64_t *r0 = rows + (size_t)j * (size_t)kw;
+            __m512i a0 = _mm512_setzero_si512();
+            for (int i = 0; i < kw; i++)
+                a0 = _mm512_add_epi64(
+                    a0, _mm512_popcnt_epi64(_mm512_xor_si512(
+                            _mm512_loadu_si512((const void *)(winv + i * 8)),
+                            _mm512_set1_epi64((long long)r0[i]))));
+            _mm512_storeu_si512((void *)(yv + (size_t)(ch ? ch[j] : j) * 8),
+                                _mm512_sub_epi64(kb, _mm512_slli_epi64(a0, 1)));
+        }
+        /* delta steps: y_child = y_parent + 2d - 4 popcount((a^w)&m) */
+        for (int st = 0; x && st < x->n_steps; st++) {
+            __m512i acc = _mm512_setzero_si512();
+            for (int32_t e = x->eptr[st]; e < x->eptr[st + 1]; e++)
+                acc = _mm512_add_epi64(
+                    acc,
+                    _mm512_popcnt_epi64(_mm512_and_si512(
+                        _mm512_xor_si512(
+                            _mm512_loadu_si512(
+                                (const void *)(winv + (size_t)x->eidx[e] * 8)),
+                            _mm512_set1_epi64((long long)x->ewj[e])),
+                        _mm512_set1_epi64((long long)x->emask[e]))));
+            __m512i par = _mm512_loadu_si512(
+                (const void *)(yv + (size_t)x->parent[st] * 8));
+            _mm512_storeu_si512(
+                (void *)(yv + (size_t)x->child[st] * 8),
+                _mm512_sub_epi64(
+                    _mm512_add_epi64(par, _mm512_set1_epi64(x->two_d[st])),
+                    _mm512_slli_epi64(acc, 2)));
+        }
+        for (int ln = 0; ln < np; ln++) {
+            int32_t *yo = y + (p0 + (size_t)ln) * (size_t)cout;
+            for (int o = 0; o < cout; o++)
+                yo[o] = (int32_t)yv[(size_t)o * 8 + (size_t)ln];
+            for (int t = 0; t < nbad[ln]; t++) {
+                const int32_t *ts =
+                    l->tapsum + (size_t)bad[ln * kk + t] * (size_t)cout;
+                for (int o = 0; o < cout; o++)
+                    yo[o] -= ts[o];
+            }
+        }
+    }
+}
+
 int td_bconv_has_simd(void)
 {
 #ifdef TD_BNN_X86
@@ -382,8 +501,18 @@ void td_bconv_forward(const td_bconv *l, int flags, const uint64_t *in,
         dense = dense_popcnt;
         steps = steps_popcnt;
     }
-    if (!(flags & TD_BCONV_PORTABLE) && td_bconv_has_simd())
+    if (!(flags & TD_BCONV_PORTABLE) && td_bconv_has_simd()) {
+        if (use_plan) {
+            conv_px8(l, l->exec.dense_w, l->exec.n_dense, l->exec.dense_ch,
+                     &l->exec, in, n, h, w, y, scratch);
+            return;
+        }
+        if (flags & TD_BCONV_PX8) {
+            conv_px8(l, l->w, l->cout, NULL, NULL, in, n, h, w, y, scratch);
+            return;
+        }
         dense = dense_avx512;
+    }
 #endif
     conv_body(l, use_plan, in, n, h, w, y, scratch, dense, steps);
 }

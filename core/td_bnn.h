@@ -95,6 +95,9 @@ size_t td_bconv_scratch_words(const td_bconv *l);
  * C. */
 #define TD_BCONV_PLAN 1
 #define TD_BCONV_PORTABLE 2
+/* Dense through the 8-pixel SIMD kernel the plan uses (for comparison;
+ * the default dense SIMD kernel interleaves 8 channels instead). */
+#define TD_BCONV_PX8 4
 
 /* in: (N, H, W, cw) packed; y: (N, Ho, Wo, cout) int32 dot products.
  * flags: TD_BCONV_*; scratch: td_bconv_scratch_words(l) words. */
