@@ -338,30 +338,46 @@ conv_px8(const td_bconv *l, const uint64_t *rows, int n_rows,
     const __m512i kb = _mm512_set1_epi64(k * k * l->cin);
     for (size_t p0 = 0; p0 < npix; p0 += 8) {
         int np = npix - p0 < 8 ? (int)(npix - p0) : 8;
+        /* Gather the 8 windows: one masked 8-lane gather per window
+         * word; lanes whose tap falls in the padding read nothing (0). */
+        int64_t base[8], iy0[8], ix0[8];
         for (int ln = 0; ln < 8; ln++) {
             size_t p = p0 + (size_t)(ln < np ? ln : 0); /* spare lanes
                                                            repeat pixel 0 */
             size_t b = p / plane, rem = p % plane;
             int oy = (int)(rem / (size_t)wo), ox = (int)(rem % (size_t)wo);
+            iy0[ln] = oy * l->stride - l->pad;
+            ix0[ln] = ox * l->stride - l->pad;
+            base[ln] = (((int64_t)b * h + iy0[ln]) * w + ix0[ln]) * cw;
             nbad[ln] = 0;
-            for (int ky = 0; ky < k; ky++) {
-                int iy = oy * l->stride - l->pad + ky;
-                for (int kx = 0; kx < k; kx++) {
-                    int ix = ox * l->stride - l->pad + kx, t = ky * k + kx;
-                    uint64_t *dst = winv + (size_t)t * (size_t)cw * 8 +
-                                    (size_t)ln;
-                    if (iy < 0 || iy >= h || ix < 0 || ix >= w) {
-                        for (int q = 0; q < cw; q++)
-                            dst[(size_t)q * 8] = 0;
-                        bad[ln * kk + nbad[ln]++] = t;
-                    } else {
-                        const uint64_t *src =
-                            in + ((b * (size_t)h + (size_t)iy) * (size_t)w +
-                                  (size_t)ix) * (size_t)cw;
-                        for (int q = 0; q < cw; q++)
-                            dst[(size_t)q * 8] = src[q];
-                    }
-                }
+        }
+        __m512i basev = _mm512_loadu_si512((const void *)base);
+        __m512i iyv = _mm512_loadu_si512((const void *)iy0);
+        __m512i ixv = _mm512_loadu_si512((const void *)ix0);
+        for (int ky = 0; ky < k; ky++) {
+            __m512i ry = _mm512_add_epi64(iyv, _mm512_set1_epi64(ky));
+            __mmask8 my = _mm512_cmpge_epi64_mask(ry, _mm512_setzero_si512()) &
+                          _mm512_cmplt_epi64_mask(ry, _mm512_set1_epi64(h));
+            for (int kx = 0; kx < k; kx++) {
+                __m512i rx = _mm512_add_epi64(ixv, _mm512_set1_epi64(kx));
+                __mmask8 m =
+                    my &
+                    _mm512_cmpge_epi64_mask(rx, _mm512_setzero_si512()) &
+                    _mm512_cmplt_epi64_mask(rx, _mm512_set1_epi64(w));
+                int t = ky * k + kx;
+                __m512i idx = _mm512_add_epi64(
+                    basev, _mm512_set1_epi64(((int64_t)ky * w + kx) * cw));
+                for (int q = 0; q < cw; q++)
+                    _mm512_storeu_si512(
+                        (void *)(winv + ((size_t)t * (size_t)cw + (size_t)q) * 8),
+                        _mm512_mask_i64gather_epi64(
+                            _mm512_setzero_si512(), m,
+                            _mm512_add_epi64(idx, _mm512_set1_epi64(q)),
+                            (const void *)in, 8));
+                if (m != 0xFF)
+                    for (int ln = 0; ln < np; ln++)
+                        if (!(m >> ln & 1))
+                            bad[ln * kk + nbad[ln]++] = t;
             }
         }
         /* dense rows, two at a time for two accumulator chains */
@@ -507,7 +523,7 @@ void td_bconv_forward(const td_bconv *l, int flags, const uint64_t *in,
                      &l->exec, in, n, h, w, y, scratch);
             return;
         }
-        if (flags & TD_BCONV_PX8) {
+        if (!(flags & TD_BCONV_CH8)) {
             conv_px8(l, l->w, l->cout, NULL, NULL, in, n, h, w, y, scratch);
             return;
         }

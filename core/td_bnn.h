@@ -36,15 +36,15 @@
 
 /* A plan in execution form (built from a td_mst_plan). Channels whose
  * diff list would cost more than their row (entries * cost >= kw words,
- * cost = TD_BNN_DELTA_COST, or TD_BNN_DELTA_COST_SIMD when the dense rows
- * run 8 channels per instruction) are computed densely with the root; the
+ * cost = TD_BNN_DELTA_COST, or TD_BNN_DELTA_COST_SIMD for the 8-pixel
+ * SIMD kernel) are computed densely with the root; the
  * rest are delta steps in BFS order. Either way the result is the same
  * integer. The costs are measured (bench/bnn_bench, docs/BNN.md). */
 #ifndef TD_BNN_DELTA_COST
 #define TD_BNN_DELTA_COST 2
 #endif
 #ifndef TD_BNN_DELTA_COST_SIMD
-#define TD_BNN_DELTA_COST_SIMD 16
+#define TD_BNN_DELTA_COST_SIMD 2
 #endif
 typedef struct td_bnn_exec {
     int n_dense;        /* root + children cheaper to compute densely */
@@ -89,15 +89,15 @@ size_t td_bconv_scratch_words(const td_bconv *l);
 
 /* Forward flags. PLAN: through the MST plan (ignored without one);
  * otherwise dense. PORTABLE: no SIMD even where the CPU has it (tests
- * compare both). The dense rows (all of them, or the plan's dense group)
- * run 8 channels per instruction with AVX-512 VPOPCNTDQ when the CPU has
- * it, else by scalar POPCNT (target clone, runtime check), else portable
- * C. */
+ * compare every path). With AVX-512 VPOPCNTDQ, dense rows and delta steps
+ * run 8 output pixels per instruction; otherwise scalar POPCNT (target
+ * clone, runtime check), else portable C. */
 #define TD_BCONV_PLAN 1
 #define TD_BCONV_PORTABLE 2
-/* Dense through the 8-pixel SIMD kernel the plan uses (for comparison;
- * the default dense SIMD kernel interleaves 8 channels instead). */
-#define TD_BCONV_PX8 4
+/* Dense through the 8-channel SIMD kernel (for comparison; the default
+ * SIMD kernel, dense or planned, runs 8 output pixels per instruction,
+ * which measured faster). */
+#define TD_BCONV_CH8 4
 
 /* in: (N, H, W, cw) packed; y: (N, Ho, Wo, cout) int32 dot products.
  * flags: TD_BCONV_*; scratch: td_bconv_scratch_words(l) words. */

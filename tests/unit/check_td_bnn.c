@@ -101,8 +101,8 @@ START_TEST(test_bconv_matches_float_reference)
         scr = malloc(td_bconv_scratch_words(&l) * 8);
         td_bconv_forward(&l, TD_BCONV_PORTABLE, xb, n, h, w, yd, scr);
         td_bconv_forward(&l, TD_BCONV_PLAN | (trial % 3 == 1 ? TD_BCONV_PORTABLE : 0), xb, n, h, w, yp, scr);
-        if (trial % 3 == 2) /* the 8-pixel dense kernel against the reference */
-            td_bconv_forward(&l, TD_BCONV_PX8, xb, n, h, w, yp, scr);
+        if (trial % 3 == 2) /* the 8-channel dense kernel against the reference */
+            td_bconv_forward(&l, TD_BCONV_CH8, xb, n, h, w, yp, scr);
         for (int b = 0; b < n; b++)
             for (int oy = 0; oy < ho; oy++)
                 for (int ox = 0; ox < wo; ox++)
