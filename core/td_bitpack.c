@@ -23,7 +23,7 @@ void td_bp_pack_rows(const float *in, size_t rows, int c, uint64_t *out)
 
 /* Words are built in a register, 64 channels at a time (a bit-by-bit
  * read-modify-write of memory stalls on store forwarding). */
-static void pack_affine_generic(const float *in, size_t rows, int c,
+void td_bp_pack_affine_portable(const float *in, size_t rows, int c,
                                 const float *a, const float *b, uint64_t *out)
 {
     int cw = td_bp_words(c);
@@ -86,7 +86,7 @@ void td_bp_pack_affine(const float *in, size_t rows, int c, const float *a,
         return;
     }
 #endif
-    pack_affine_generic(in, rows, c, a, b, out);
+    td_bp_pack_affine_portable(in, rows, c, a, b, out);
 }
 
 int td_bp_has_popcnt(void)

@@ -28,6 +28,11 @@ void td_bp_pack_rows(const float *in, size_t rows, int c, uint64_t *out);
  * in: (rows, c); a, b: (c); out: (rows, td_bp_words(c)). */
 void td_bp_pack_affine(const float *in, size_t rows, int c, const float *a,
                        const float *b, uint64_t *out);
+/* The same without SIMD (what td_bp_pack_affine runs on CPUs without
+ * AVX-512; public so tests compare the two). */
+void td_bp_pack_affine_portable(const float *in, size_t rows, int c,
+                                const float *a, const float *b,
+                                uint64_t *out);
 
 /* Value (+1 or -1) of channel ch in a packed row. */
 static inline int td_bp_get(const uint64_t *row, int ch)

@@ -539,9 +539,9 @@ void td_bfc_forward(const td_bconv *l, int flags, const uint64_t *in,
     td_bconv_forward(l, flags, in, n, 1, 1, y, scratch);
 }
 
-static void threshold_generic(const int32_t *y, size_t rows, int cout,
-                              const int8_t *s, const int32_t *t,
-                              uint64_t *out)
+void td_bnn_threshold_portable(const int32_t *y, size_t rows, int cout,
+                               const int8_t *s, const int32_t *t,
+                               uint64_t *out)
 {
     int cw = td_bp_words(cout);
     for (size_t r = 0; r < rows; r++) {
@@ -603,7 +603,7 @@ void td_bnn_threshold(const int32_t *y, size_t rows, int cout,
         return;
     }
 #endif
-    threshold_generic(y, rows, cout, s, t, out);
+    td_bnn_threshold_portable(y, rows, cout, s, t, out);
 }
 
 void td_bnn_fold_threshold(double m, double b, int64_t k_bits, int8_t *s,

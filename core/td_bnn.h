@@ -118,6 +118,10 @@ void td_bfc_forward(const td_bconv *l, int flags, const uint64_t *in,
  * out: (rows, td_bp_words(cout)). */
 void td_bnn_threshold(const int32_t *y, size_t rows, int cout,
                       const int8_t *s, const int32_t *t, uint64_t *out);
+/* The same without SIMD (public so tests compare the two). */
+void td_bnn_threshold_portable(const int32_t *y, size_t rows, int cout,
+                               const int8_t *s, const int32_t *t,
+                               uint64_t *out);
 
 /* The threshold form of "bit = m*y + b < 0" for integer y with |y| <= K:
  * sets *s and *t so that (s*y < t) is the same predicate for every

@@ -303,6 +303,42 @@ START_TEST(test_fold_threshold_equals_affine_sign)
 }
 END_TEST
 
+/* The SIMD threshold and sign-packing equal their portable versions over
+ * channel counts around the 16- and 64-lane edges. */
+START_TEST(test_simd_glue_equals_portable)
+{
+    rng_state = 21;
+    for (int c = 1; c <= 200; c += (c < 70 ? 1 : 13)) {
+        size_t rows = 5, cw = (size_t)td_bp_words(c);
+        int32_t *y = malloc(rows * (size_t)c * 4), *t = malloc((size_t)c * 4);
+        int8_t *s = malloc((size_t)c);
+        float *x = malloc(rows * (size_t)c * 4), *a = malloc((size_t)c * 4), *b = malloc((size_t)c * 4);
+        uint64_t *o1 = malloc(rows * cw * 8), *o2 = malloc(rows * cw * 8);
+        for (size_t i = 0; i < rows * (size_t)c; i++) {
+            y[i] = rint_(-50, 50);
+            x[i] = rfl();
+        }
+        for (int i = 0; i < c; i++) {
+            t[i] = rint_(-20, 20);
+            s[i] = (int8_t)rint_(-1, 1);
+            a[i] = rfl();
+            b[i] = rfl() * 0.3f;
+        }
+        td_bnn_threshold(y, rows, c, s, t, o1);
+        td_bnn_threshold_portable(y, rows, c, s, t, o2);
+        ck_assert_int_eq(memcmp(o1, o2, rows * cw * 8), 0);
+        td_bp_pack_affine(x, rows, c, a, b, o1);
+        td_bp_pack_affine_portable(x, rows, c, a, b, o2);
+        ck_assert_int_eq(memcmp(o1, o2, rows * cw * 8), 0);
+        for (size_t r = 0; r < rows; r++) /* and the portable one is right */
+            for (int i = 0; i < c; i++)
+                ck_assert_int_eq((int)((o2[r * cw + (size_t)(i >> 6)] >> (i & 63)) & 1),
+                                 a[i] * x[r * (size_t)c + (size_t)i] + b[i] < 0.0f);
+        free(y); free(t); free(s); free(x); free(a); free(b); free(o1); free(o2);
+    }
+}
+END_TEST
+
 START_TEST(test_bfc_is_dot_product)
 {
     rng_state = 11;
@@ -661,6 +697,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_mst_validate_refuses_bad_plans);
     tcase_add_test(tc, test_fold_threshold_equals_affine_sign);
     tcase_add_test(tc, test_bfc_is_dot_product);
+    tcase_add_test(tc, test_simd_glue_equals_portable);
     tcase_add_test(tc, test_model_export_load_forward);
     tcase_add_test(tc, test_model_refuses_bad_files);
     tcase_add_test(tc, test_bundled_models_plan_exact);
