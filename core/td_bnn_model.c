@@ -667,8 +667,74 @@ static void bn_affine(const td_bnn_bn *bn, int c, double *mul, double *add)
     *add = be - mu * inv;
 }
 
+/* (k*k*ci, co) rows (ky,kx,ci) -> (co, ci, k, k); malloc'd. */
+static float *kkio_to_oihw(const float *w, int k, int ci, int co)
+{
+    float *o = malloc((size_t)k * (size_t)k * (size_t)ci * (size_t)co *
+                      sizeof *o);
+    if (!o)
+        return NULL;
+    for (int t = 0; t < k * k; t++)
+        for (int c = 0; c < ci; c++)
+            for (int q = 0; q < co; q++)
+                o[((size_t)q * (size_t)ci + (size_t)c) * (size_t)(k * k) +
+                  (size_t)t] =
+                    w[((size_t)t * (size_t)ci + (size_t)c) * (size_t)co +
+                      (size_t)q];
+    return o;
+}
+
+static td_status from_latent_oihw(td_bnn_model **out,
+                                  const td_bnn_latent *src, td_error *err);
+
 td_status td_bnn_from_latent(td_bnn_model **out, const td_bnn_latent *src,
                              td_error *err)
+{
+    td_bnn_latent l;
+    float *tmp[TD_BNN_MAX_BLOCKS + 2] = {0};
+    td_status st = TD_OK;
+    const td_bnn_arch *a = &src->arch;
+    int cin;
+    if (src->layout == TD_BNN_OIHW)
+        return from_latent_oihw(out, src, err);
+    *out = NULL;
+    if (src->layout != TD_BNN_KKIO || a->n_blocks < 1 ||
+        a->n_blocks > TD_BNN_MAX_BLOCKS || !src->stem_w || !src->fc_w)
+        return td_error_set(err, TD_EINVAL,
+                            "export: bad layout, arch or missing weights");
+    l = *src;
+    l.layout = TD_BNN_OIHW;
+    tmp[0] = kkio_to_oihw(src->stem_w, a->stem.k, a->in_ch, a->stem.cout);
+    l.stem_w = tmp[0];
+    cin = a->stem.cout;
+    for (int i = 0; i < a->n_blocks; i++) {
+        if (!src->block_w[i]) {
+            st = td_error_set(err, TD_EINVAL,
+                              "export: block %d has no weights", i);
+            goto out;
+        }
+        tmp[1 + i] = kkio_to_oihw(src->block_w[i], a->blocks[i].k, cin,
+                                  a->blocks[i].cout);
+        l.block_w[i] = tmp[1 + i];
+        cin = a->blocks[i].cout;
+    }
+    /* fc (C, classes) -> (classes, C): a 1x1 "conv" */
+    tmp[1 + a->n_blocks] = kkio_to_oihw(src->fc_w, 1, cin, a->classes);
+    l.fc_w = tmp[1 + a->n_blocks];
+    for (int i = 0; i < a->n_blocks + 2; i++)
+        if (!tmp[i]) {
+            st = td_error_set(err, TD_ENOMEM, "export: out of memory");
+            goto out;
+        }
+    st = from_latent_oihw(out, &l, err);
+out:
+    for (int i = 0; i < TD_BNN_MAX_BLOCKS + 2; i++)
+        free(tmp[i]);
+    return st;
+}
+
+static td_status from_latent_oihw(td_bnn_model **out,
+                                  const td_bnn_latent *src, td_error *err)
 {
     td_bnn_model *m = calloc(1, sizeof *m);
     slot *s = calloc(MAX_SLOTS, sizeof *s);

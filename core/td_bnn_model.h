@@ -113,11 +113,22 @@ typedef struct td_bnn_bn {
     float eps;
 } td_bnn_bn;
 
-/* What a trainer has at the end: latent float weights in PyTorch layout
- * and BatchNorm parameters. Binary weights are sign(latent) (0 -> +1);
- * alpha (per output channel) defaults to mean |latent| of the channel. */
+/* Weight layouts the exporter accepts. OIHW is PyTorch's: conv
+ * (Cout, Cin, k, k), fc (classes, C). KKIO is tinyd's trainer's
+ * (td_train_layers.h): conv (k*k*Cin, Cout) with rows (ky, kx, ci), fc
+ * (C, classes). */
+typedef enum td_bnn_layout {
+    TD_BNN_OIHW = 0,
+    TD_BNN_KKIO = 1
+} td_bnn_layout;
+
+/* What a trainer has at the end: latent float weights and BatchNorm
+ * parameters. Binary weights are sign(latent) (0 -> +1); alpha (per
+ * output channel) defaults to mean |latent| of the channel. Shapes below
+ * are for TD_BNN_OIHW; see td_bnn_layout for KKIO. */
 typedef struct td_bnn_latent {
     td_bnn_arch arch;
+    td_bnn_layout layout;
     const float *stem_w;                 /* (C0, in_ch, k, k) */
     const float *stem_b;                 /* (C0) or NULL */
     td_bnn_bn stem_bn;

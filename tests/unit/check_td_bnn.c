@@ -486,6 +486,42 @@ START_TEST(test_model_export_load_forward)
                 ck_assert_msg(fabs(ld[b * 5 + c] - ref[c]) < 1e-3 * (1 + fabs(ref[c])),
                               "image %d class %d: %g vs reference %g", b, c, ld[b * 5 + c], ref[c]);
         }
+        /* the trainer's layout gives the same model */
+        {
+            td_bnn_latent k2 = r.lat;
+            td_bnn_model *m3;
+            float *tw[5];
+            int cin = arch.stem.cout;
+            const td_bnn_conv_spec *sp = &arch.stem;
+            /* OIHW -> KKIO by hand: (co,ci,k,k) -> (k*k*ci, co) */
+#define TO_KKIO(dst, src, K, CI, CO)                                          \
+    do {                                                                      \
+        dst = malloc((size_t)(K) * (K) * (CI) * (CO) * sizeof(float));        \
+        for (int q = 0; q < (CO); q++)                                        \
+            for (int c = 0; c < (CI); c++)                                    \
+                for (int t = 0; t < (K) * (K); t++)                           \
+                    dst[((size_t)t * (CI) + (size_t)c) * (CO) + (size_t)q] =  \
+                        (src)[((size_t)q * (CI) + (size_t)c) * (K) * (K) + (size_t)t]; \
+    } while (0)
+            TO_KKIO(tw[0], r.lat.stem_w, sp->k, arch.in_ch, sp->cout);
+            k2.stem_w = tw[0];
+            for (int i = 0; i < 3; i++) {
+                TO_KKIO(tw[1 + i], r.lat.block_w[i], arch.blocks[i].k, cin, arch.blocks[i].cout);
+                k2.block_w[i] = tw[1 + i];
+                cin = arch.blocks[i].cout;
+            }
+            TO_KKIO(tw[4], r.lat.fc_w, 1, cin, arch.classes);
+            k2.fc_w = tw[4];
+#undef TO_KKIO
+            k2.layout = TD_BNN_KKIO;
+            ck_assert_int_eq(td_bnn_from_latent(&m3, &k2, &err), TD_OK);
+            ck_assert_int_eq(td_bnn_forward(m3, TD_BCONV_PLAN, &ar, in, n, lp, &err), TD_OK);
+            ck_assert_int_eq(memcmp(ld, lp, sizeof ld), 0);
+            ck_assert_int_eq(memcmp(m3->blocks[1].w, m->blocks[1].w, (size_t)17 * m->blocks[1].plan.kw * 8), 0);
+            td_bnn_free(m3);
+            for (int i = 0; i < 5; i++)
+                free(tw[i]);
+        }
         /* the loaded file carries what the exporter built */
         ck_assert_str_eq(m->labels[4], "class_4");
         for (int i = 0; i < 3; i++) {
