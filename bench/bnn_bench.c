@@ -12,12 +12,14 @@
  * threshold to packed bits; fp32 includes im2col). Also the counted
  * bit-ops ratio (Cout*K)/(K + sum d) and the mask words the plan touches
  * per pixel against the dense layer's Cout*kw.
- * Part 2, the whole Fashion-MNIST family network (docs/BNN.md): dense,
+ * Part 2, the diff representation: children's corrections by the stored
+ * word masks against bit-index lists (scalar), on 128-channel layers.
+ * Part 3, the whole Fashion-MNIST family network (docs/BNN.md): dense,
  * plan, fp32 of the same shape, one image.
  *
  * Medians of CPU time of the calling thread (the machine is shared; wall
  * time is printed too).
- * Usage: bnn_bench [seconds per figure, 0.2] [net: part 2 only] */
+ * Usage: bnn_bench [seconds per figure, 0.2] [net: part 3 only] */
 #include "config.h"
 
 #include <math.h>
@@ -222,6 +224,112 @@ static void bench_layer(int cin, int cout, int hw, int flip)
     free(c.thr); free(c.xf); free(c.cols); free(c.wf); free(c.yf);
 }
 
+/* ------------------------------------------------- diff representations */
+
+/* Children's corrections over 256 random windows, scalar: the stored word
+ * masks (one masked XOR-popcount per differing word) against bit-index
+ * lists (one shift-and-test per differing bit). Sums are compared so the
+ * two cannot silently differ. */
+typedef struct rep_ctx {
+    const td_mst_plan *p;
+    const uint64_t *rows, *wins;
+    int kw, nwin;
+    uint32_t *bidx; /* (n_bits) word*64 + bit, per child in channel order */
+    int32_t *bptr;  /* (cout + 1) */
+    int64_t sum;
+} rep_ctx;
+
+__attribute__((target("popcnt"))) static void run_masks(void *v)
+{
+    rep_ctx *c = v;
+    int64_t s = 0;
+    for (int q = 0; q < c->nwin; q++) {
+        const uint64_t *win = c->wins + (size_t)q * (size_t)c->kw;
+        for (int j = 0; j < c->p->cout; j++) {
+            const uint64_t *wj = c->rows + (size_t)j * (size_t)c->kw;
+            for (int32_t e = c->p->diff_ptr[j]; e < c->p->diff_ptr[j + 1]; e++)
+                s += __builtin_popcountll((win[c->p->diff_idx[e]] ^
+                                           wj[c->p->diff_idx[e]]) &
+                                          c->p->diff_mask[e]);
+        }
+    }
+    c->sum = s;
+}
+
+static void run_bits(void *v)
+{
+    rep_ctx *c = v;
+    int64_t s = 0;
+    for (int q = 0; q < c->nwin; q++) {
+        const uint64_t *win = c->wins + (size_t)q * (size_t)c->kw;
+        for (int j = 0; j < c->p->cout; j++) {
+            const uint64_t *wj = c->rows + (size_t)j * (size_t)c->kw;
+            for (int32_t e = c->bptr[j]; e < c->bptr[j + 1]; e++) {
+                uint32_t b = c->bidx[e];
+                s += (int64_t)(((win[b >> 6] ^ wj[b >> 6]) >> (b & 63)) & 1);
+            }
+        }
+    }
+    c->sum = s;
+}
+
+static void bench_reps(int cin, int cout, int flip)
+{
+    int k = 3, cw = td_bp_words(cin), kw = k * k * cw, protos = cout / 8;
+    uint64_t *rows = calloc((size_t)cout * (size_t)kw, 8);
+    rep_ctx c;
+    td_mst_plan plan;
+    double mc, mw, bc, bw;
+    int64_t s1;
+    memset(&c, 0, sizeof c);
+    for (int o = 0; o < cout; o++)
+        for (int i = 0; i < kw * 64; i++) {
+            int ci = i % 64 + (i / 64 % cw) * 64, bit;
+            if (ci >= cin)
+                continue;
+            if (o < protos)
+                bit = frand() < 0;
+            else
+                bit = (int)((rows[(size_t)(o % protos) * (size_t)kw +
+                                  (size_t)(i / 64)] >> (i % 64)) & 1) ^
+                      ((frand() + 1) * 50 < flip);
+            rows[(size_t)o * (size_t)kw + (size_t)(i / 64)] |=
+                (uint64_t)bit << (i % 64);
+        }
+    td_mst_build(rows, cout, kw, &plan, NULL);
+    c.p = &plan;
+    c.rows = rows;
+    c.kw = kw;
+    c.nwin = 256;
+    c.wins = malloc((size_t)c.nwin * (size_t)kw * 8);
+    for (size_t i = 0; i < (size_t)c.nwin * (size_t)kw; i++)
+        ((uint64_t *)c.wins)[i] = ((uint64_t)(frand() * 4e9) << 32) ^
+                                  (uint64_t)(frand() * 4e9);
+    c.bptr = malloc(((size_t)cout + 1) * 4);
+    c.bidx = malloc((size_t)plan.distance * 4 + 4);
+    {
+        int32_t e = 0;
+        for (int j = 0; j < cout; j++) {
+            c.bptr[j] = e;
+            for (int32_t q = plan.diff_ptr[j]; q < plan.diff_ptr[j + 1]; q++)
+                for (int b = 0; b < 64; b++)
+                    if (plan.diff_mask[q] >> b & 1)
+                        c.bidx[e++] = (uint32_t)plan.diff_idx[q] * 64u +
+                                      (uint32_t)b;
+        }
+        c.bptr[cout] = e;
+    }
+    measure(run_masks, &c, &mc, &mw);
+    s1 = c.sum;
+    measure(run_bits, &c, &bc, &bw);
+    printf("%4d %4d %4d%%  %8lld bits %6d words   masks %.4f ms  bits %.4f ms"
+           "  bits/masks %.2fx%s\n",
+           cin, cout, flip, (long long)plan.distance, (int)plan.n_diff, mc,
+           bc, bc / mc, s1 == c.sum ? "" : "  MISMATCH");
+    td_mst_plan_free(&plan);
+    free(rows); free((void *)c.wins); free(c.bptr); free(c.bidx);
+}
+
 /* ------------------------------------------------------------ network */
 
 typedef struct net_ctx {
@@ -411,7 +519,13 @@ int main(int argc, char **argv)
         for (size_t f = 0; f < sizeof flips / sizeof *flips; f++) {
             bench_layer(shapes[s][0], shapes[s][1], shapes[s][2], flips[f]);
         }
-    printf("\nPart 2: whole network, one image\n");
+    printf("\nPart 2: children's corrections, 256 windows, scalar: word masks "
+           "(stored) vs bit-index lists\n");
+    for (int f = 0; argc < 3 && f < 4; f++) {
+        static const int fl[] = {20, 5, 1, 0};
+        bench_reps(128, 128, fl[f]);
+    }
+    printf("\nPart 3: whole network, one image\n");
     bench_net(FMNIST_ARCH, -1, "fmnist random");
     bench_net(FMNIST_ARCH, 5, "fmnist near-copy 5%");
     bench_net(FMNIST_ARCH, 1, "fmnist near-copy 1%");
