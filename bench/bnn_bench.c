@@ -519,7 +519,8 @@ int main(int argc, char **argv)
         for (size_t f = 0; f < sizeof flips / sizeof *flips; f++) {
             bench_layer(shapes[s][0], shapes[s][1], shapes[s][2], flips[f]);
         }
-    printf("\nPart 2: children's corrections, 256 windows, scalar: word masks "
+    if (argc < 3)
+        printf("\nPart 2: children's corrections, 256 windows, scalar: word masks "
            "(stored) vs bit-index lists\n");
     for (int f = 0; argc < 3 && f < 4; f++) {
         static const int fl[] = {20, 5, 1, 0};
