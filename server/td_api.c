@@ -167,6 +167,38 @@ static void models_index(td_server *s, td_request *req)
 
 /* ------------------------------------------------------------ metrics */
 
+typedef uint64_t (*queue_stat_fn)(const td_batch_queue *q);
+
+static uint64_t stat_batches(const td_batch_queue *q)
+{
+    return q->stats.batches;
+}
+static uint64_t stat_queue_us(const td_batch_queue *q)
+{
+    return q->stats.queue_ns / 1000;
+}
+static uint64_t stat_compute_us(const td_batch_queue *q)
+{
+    return q->stats.compute_ns / 1000;
+}
+
+/* One counter family with a sample per model (0 before its first batch). */
+static void queue_family(td_server *s, td_buf *b, const char *metric,
+                         const char *help, queue_stat_fn stat)
+{
+    size_t i;
+    td_buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", metric, help,
+                  metric);
+    for (i = 0; i < s->registry.n_entries; i++) {
+        const td_batch_queue *q =
+            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
+        td_buf_printf(b, "%s{model=\"", metric);
+        td_metrics_label(b, s->registry.entries[i].name);
+        td_buf_printf(b, "\"} %llu\n",
+                      q ? (unsigned long long)stat(q) : 0ull);
+    }
+}
+
 /* Triton's exec count, queue and compute time, and a batch size
  * histogram, from the batcher's per-model queues. */
 static void batch_metrics(td_server *s, td_buf *b)
@@ -175,43 +207,14 @@ static void batch_metrics(td_server *s, td_buf *b)
                                       "64", "128", "+Inf"};
     size_t i;
     int k;
-    td_buf_printf(b, "# HELP tinyd_inference_exec_count_total Forward passes "
-                     "(a merged batch counts once).\n"
-                     "# TYPE tinyd_inference_exec_count_total counter\n");
-    for (i = 0; i < s->registry.n_entries; i++) {
-        const td_batch_queue *q =
-            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
-        td_buf_printf(b, "tinyd_inference_exec_count_total{model=\"");
-        td_metrics_label(b, s->registry.entries[i].name);
-        td_buf_printf(b, "\"} %llu\n",
-                      q ? (unsigned long long)q->stats.batches : 0ull);
-    }
-    td_buf_printf(b, "# HELP tinyd_inference_queue_duration_us_total "
-                     "Microseconds requests waited for their batch.\n"
-                     "# TYPE tinyd_inference_queue_duration_us_total "
-                     "counter\n");
-    for (i = 0; i < s->registry.n_entries; i++) {
-        const td_batch_queue *q =
-            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
-        td_buf_printf(b, "tinyd_inference_queue_duration_us_total{model=\"");
-        td_metrics_label(b, s->registry.entries[i].name);
-        td_buf_printf(b, "\"} %llu\n",
-                      q ? (unsigned long long)(q->stats.queue_ns / 1000) : 0ull);
-    }
-    td_buf_printf(b, "# HELP tinyd_inference_compute_duration_us_total "
-                     "Microseconds of forward passes.\n"
-                     "# TYPE tinyd_inference_compute_duration_us_total "
-                     "counter\n");
-    for (i = 0; i < s->registry.n_entries; i++) {
-        const td_batch_queue *q =
-            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
-        td_buf_printf(b,
-                      "tinyd_inference_compute_duration_us_total{model=\"");
-        td_metrics_label(b, s->registry.entries[i].name);
-        td_buf_printf(b, "\"} %llu\n",
-                      q ? (unsigned long long)(q->stats.compute_ns / 1000)
-                        : 0ull);
-    }
+    queue_family(s, b, "tinyd_inference_exec_count_total",
+                 "Forward passes (a merged batch counts once).",
+                 stat_batches);
+    queue_family(s, b, "tinyd_inference_queue_duration_us_total",
+                 "Microseconds requests waited for their batch.",
+                 stat_queue_us);
+    queue_family(s, b, "tinyd_inference_compute_duration_us_total",
+                 "Microseconds of forward passes.", stat_compute_us);
     td_buf_printf(b, "# HELP tinyd_inference_batch_size Rows per forward "
                      "pass.\n"
                      "# TYPE tinyd_inference_batch_size histogram\n");
@@ -356,7 +359,7 @@ static void infer_parse(td_request *req)
 }
 
 /* Loop thread: a bad request is answered now; a good one is batched. */
-static void infer_parsed(td_request *req)
+void td_api_submit_prepared(td_request *req)
 {
     td_server *s = req->app;
     td_api_req *a = req->route_data;
@@ -409,7 +412,7 @@ static void infer_start(td_server *s, td_request *req, td_api_req *a)
     a->job->model = a->model ? a->model : e->model;
     td_model_ref(a->job->model);
     a->job->write = oip_write;
-    td_http_defer(req, infer_parse, infer_parsed);
+    td_http_defer(req, infer_parse, td_api_submit_prepared);
 }
 
 /* ------------------------------------------------------------ dispatch */

@@ -180,21 +180,6 @@ static void classify_prepare(td_request *req)
     }
 }
 
-static void classify_prepared(td_request *req)
-{
-    td_server *s = req->app;
-    td_api_req *a = req->route_data;
-    td_infer_job *job = a->job;
-    if (job->status != TD_OK) {
-        td_http_respond_error(req, td_status_http(job->status), "%s",
-                              job->err.msg);
-        return;
-    }
-    a->job = NULL;
-    a->rows = job->rows;
-    td_batcher_submit(&s->batcher, job);
-}
-
 /* Loop thread: probe one image's header against the limits. */
 static int probe_image(td_server *s, td_request *req, int i,
                        const unsigned char *bytes, size_t len)
@@ -401,5 +386,5 @@ void td_api_classify(td_server *s, td_request *req, td_api_req *a)
     a->job->write = classify_write;
     a->job->write_data = c;
     a->job->write_free = classify_req_free;
-    td_http_defer(req, classify_prepare, classify_prepared);
+    td_http_defer(req, classify_prepare, td_api_submit_prepared);
 }
