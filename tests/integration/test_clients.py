@@ -151,6 +151,18 @@ def _():
         eq(tabf[i], ff, "factor row %d" % s)
 
 
+@t.test("client: repository index, unload, load, metrics")
+def _():
+    c = client()
+    eq(c.unload("lin")["state"], "UNLOADED", "unload")
+    idx = {e["name"]: e["state"] for e in c.repository_index()}
+    eq(idx["lin"], "UNLOADED", "index after unload")
+    check("lin" not in [e["name"] for e in c.repository_index(ready=True)],
+          "ready-only index")
+    eq(c.load("lin")["state"], "READY", "load")
+    check("tinyd_http_requests_total" in c.metrics(), "metrics text")
+
+
 @t.test("client: submit a graph, follow it, query, list, delete")
 def _():
     c = client()
@@ -186,18 +198,6 @@ def _():
         check("line 2" in e.job.get("error", ""), e.job)
     else:
         raise AssertionError("a negative weight built")
-
-
-@t.test("client: repository index, unload, load, metrics")
-def _():
-    c = client()
-    eq(c.unload("lin")["state"], "UNLOADED", "unload")
-    idx = {e["name"]: e["state"] for e in c.repository_index()}
-    eq(idx["lin"], "UNLOADED", "index after unload")
-    check("lin" not in [e["name"] for e in c.repository_index(ready=True)],
-          "ready-only index")
-    eq(c.load("lin")["state"], "READY", "load")
-    check("tinyd_http_requests_total" in c.metrics(), "metrics text")
 
 
 @t.test("client: errors carry the status and message; no connection is "
@@ -276,6 +276,15 @@ def _():
         eq([float(v) for v in line.split("\t")[1:]], row, "table row")
 
 
+@t.test("tinyctl: load and unload")
+def _():
+    eq(ok(ctl("unload", "lin"), "unload").strip(), "lin UNLOADED", "unload")
+    eq(ctl("infer", "lin", "--json", "-",
+           stdin=json.dumps(tdtest.infer_body(LIN.inputs(1)))).returncode, 1,
+       "infer on an unloaded model")
+    eq(ok(ctl("load", "lin"), "load").strip(), "lin READY", "load")
+
+
 @t.test("tinyctl: submit --wait (plain progress lines), jobs, delete")
 def _():
     p = ctl("submit", "-", "--name", "tri2", "--format", "edgelist",
@@ -322,15 +331,6 @@ def _():
     text = out.decode("utf-8", "replace")
     check("\r" in text and "] 100%" in text and "#" * 30 in text,
           "no progress bar: %r" % text[-400:])
-
-
-@t.test("tinyctl: load and unload")
-def _():
-    eq(ok(ctl("unload", "lin"), "unload").strip(), "lin UNLOADED", "unload")
-    eq(ctl("infer", "lin", "--json", "-",
-           stdin=json.dumps(tdtest.infer_body(LIN.inputs(1)))).returncode, 1,
-       "infer on an unloaded model")
-    eq(ok(ctl("load", "lin"), "load").strip(), "lin READY", "load")
 
 
 @t.test("tinyctl exit codes: 1 unknown model / bad token, 2 usage, "

@@ -303,6 +303,31 @@ def _():
          {"Content-Type": "image/jpeg"}, want=404)
 
 
+@t.test("repository: index, load, unload with and without a token")
+def _():
+    r = call("POST", "/v2/repository/index", want=200)
+    eq({e["name"]: e["state"] for e in r.json()}.get("broken"),
+       "UNAVAILABLE", "broken in the index")
+    r = call("POST", "/v2/repository/index", body={"ready": True}, want=200)
+    check("broken" not in [e["name"] for e in r.json()], "ready filter")
+    call("POST", "/v2/repository/index", body=b"[1]",
+         headers={"Content-Type": "application/json"}, want=400)
+    tmpl = "/v2/repository/models/{name}/"
+    call("POST", tmpl + "unload", {"name": "lin"}, b"", want=401)
+    call("POST", tmpl + "unload", {"name": "lin"}, b"",
+         {"Authorization": "Bearer wrong"}, want=403)
+    r = call("POST", tmpl + "unload", {"name": "lin"}, b"", AUTH, want=200)
+    eq(r.json()["state"], "UNLOADED", "after unload")
+    call("POST", tmpl + "unload", {"name": "nope"}, b"", AUTH, want=404)
+    call("POST", tmpl + "load", {"name": "lin"}, b"", want=401)
+    call("POST", tmpl + "load", {"name": "lin"}, b"",
+         {"Authorization": "Bearer wrong"}, want=403)
+    r = call("POST", tmpl + "load", {"name": "lin"}, b"", AUTH, want=200)
+    eq(r.json()["state"], "READY", "after load")
+    call("POST", tmpl + "load", {"name": "broken"}, b"", AUTH, want=400)
+    call("POST", tmpl + "load", {"name": "nope"}, b"", AUTH, want=404)
+
+
 @t.test("graph jobs: submit (202/400/401/403/409), list, get, delete; "
         "a no-path distance is null")
 def _():
@@ -336,31 +361,6 @@ def _():
          headers={"Authorization": "Bearer wrong"}, want=403)
     call("DELETE", "/v1/graphs/{id}", {"id": job}, headers=AUTH, want=200)
     call("DELETE", "/v1/graphs/{id}", {"id": job}, headers=AUTH, want=404)
-
-
-@t.test("repository: index, load, unload with and without a token")
-def _():
-    r = call("POST", "/v2/repository/index", want=200)
-    eq({e["name"]: e["state"] for e in r.json()}.get("broken"),
-       "UNAVAILABLE", "broken in the index")
-    r = call("POST", "/v2/repository/index", body={"ready": True}, want=200)
-    check("broken" not in [e["name"] for e in r.json()], "ready filter")
-    call("POST", "/v2/repository/index", body=b"[1]",
-         headers={"Content-Type": "application/json"}, want=400)
-    tmpl = "/v2/repository/models/{name}/"
-    call("POST", tmpl + "unload", {"name": "lin"}, b"", want=401)
-    call("POST", tmpl + "unload", {"name": "lin"}, b"",
-         {"Authorization": "Bearer wrong"}, want=403)
-    r = call("POST", tmpl + "unload", {"name": "lin"}, b"", AUTH, want=200)
-    eq(r.json()["state"], "UNLOADED", "after unload")
-    call("POST", tmpl + "unload", {"name": "nope"}, b"", AUTH, want=404)
-    call("POST", tmpl + "load", {"name": "lin"}, b"", want=401)
-    call("POST", tmpl + "load", {"name": "lin"}, b"",
-         {"Authorization": "Bearer wrong"}, want=403)
-    r = call("POST", tmpl + "load", {"name": "lin"}, b"", AUTH, want=200)
-    eq(r.json()["state"], "READY", "after load")
-    call("POST", tmpl + "load", {"name": "broken"}, b"", AUTH, want=400)
-    call("POST", tmpl + "load", {"name": "nope"}, b"", AUTH, want=404)
 
 
 @t.test("metrics are text")
