@@ -23,6 +23,8 @@ static void api_req_free(void *p)
     if (!a)
         return;
     td_infer_job_free(a->job);
+    if (a->model)
+        td_model_unref(a->model);
     free(a);
 }
 
@@ -375,7 +377,7 @@ static void infer_start(td_server *s, td_request *req, td_api_req *a)
     const char *hlen;
     if (!e)
         return;
-    if (!e->model) {
+    if (!e->model && !a->model) {
         td_http_respond_error(req, 503, "model \"%s\" is not available: %s",
                               e->name,
                               e->unloaded ? "unloaded on request"
@@ -404,8 +406,8 @@ static void infer_start(td_server *s, td_request *req, td_api_req *a)
         return;
     }
     a->job->req = req;
-    a->job->model = e->model;
-    td_model_ref(e->model);
+    a->job->model = a->model ? a->model : e->model;
+    td_model_ref(a->job->model);
     a->job->write = oip_write;
     td_http_defer(req, infer_parse, infer_parsed);
 }
@@ -475,13 +477,17 @@ void td_api_on_headers(void *app, td_request *req)
         td_http_respond_error(req, 503, "server is draining (shutting down)");
         return;
     }
-    /* Unknown models are refused before their body is read. */
-    if ((a->match.route == TD_ROUTE_MODEL_INFER ||
-         a->match.route == TD_ROUTE_CLASSIFY) &&
-        !td_registry_find(&s->registry, a->match.name)) {
-        td_http_respond_error(req, 404, "unknown model \"%s\"",
-                              a->match.name);
-        return;
+    /* Unknown models are refused before their body is read; a known one
+     * is pinned now: the request runs on the version serving when it
+     * began, whatever a reload does during its upload. */
+    if (a->match.route == TD_ROUTE_MODEL_INFER ||
+        a->match.route == TD_ROUTE_CLASSIFY) {
+        if (!td_registry_find(&s->registry, a->match.name)) {
+            td_http_respond_error(req, 404, "unknown model \"%s\"",
+                                  a->match.name);
+            return;
+        }
+        a->model = td_registry_acquire(&s->registry, a->match.name);
     }
 }
 

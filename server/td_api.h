@@ -16,6 +16,9 @@ typedef struct td_api_req {
     td_match match;
     td_infer_job *job;        /* inference: prepared on the pool, then
                                  handed to the batcher (which frees it) */
+    td_model *model;          /* inference: the version serving when the
+                                 headers arrived (one reference), so a swap
+                                 during the upload cannot change it */
     size_t json_len;
     int64_t rows;             /* for metrics, once answered */
 } td_api_req;

@@ -257,16 +257,16 @@ void td_api_classify(td_server *s, td_request *req, td_api_req *a)
                               a->match.name);
         return;
     }
-    if (!e->model) {
+    if (!a->model) {
         td_http_respond_error(req, 503, "model \"%s\" is not available: %s",
                               e->name, e->reason ? e->reason : "not loaded");
         return;
     }
-    if (!e->model->kind->image_transform) {
+    if (!a->model->kind->image_transform) {
         td_http_respond_error(req, 400,
                               "model \"%s\" (kind %s) does not classify "
                               "images; use /v2/models/%s/infer",
-                              e->name, e->model->kind->kind, e->name);
+                              e->name, a->model->kind->kind, e->name);
         return;
     }
     c = calloc(1, sizeof *c);
@@ -396,8 +396,8 @@ void td_api_classify(td_server *s, td_request *req, td_api_req *a)
         return;
     }
     a->job->req = req;
-    a->job->model = e->model;
-    td_model_ref(e->model);
+    a->job->model = a->model;
+    td_model_ref(a->model);
     a->job->write = classify_write;
     a->job->write_data = c;
     a->job->write_free = classify_req_free;

@@ -199,8 +199,17 @@ static void scan_dir(scan_job *job, const char *dir, int required)
         struct stat sb;
         scan_item *it;
         const scan_known *k;
-        if (!td_registry_servable_name(de->d_name, name, sizeof name))
+        if (!td_registry_servable_name(de->d_name, name, sizeof name)) {
+            size_t n = strlen(de->d_name);
+            /* Tell the operator why a model file is not served. */
+            if (de->d_name[0] != '.' && n > 12 &&
+                strcmp(de->d_name + n - 12, ".safetensors") == 0)
+                TD_LOG_WARN(job->r->log,
+                            "skipping %s/%s: a model name must be 1 to %d "
+                            "characters of A-Z a-z 0-9 _ - .",
+                            dir, de->d_name, TD_NAME_MAX);
             continue;
+        }
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
             continue;

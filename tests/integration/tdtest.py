@@ -49,7 +49,8 @@ STOP_TIMEOUT = float(os.environ.get("TD_STOP_TIMEOUT", "15"))
 # ------------------------------------------------------------------ TAP
 
 class Skip(Exception):
-    """Raised by TAP.skip: the case cannot run here (say why)."""
+    """Raised by TAP.skip (or directly) in a case that cannot run here:
+    reported as `ok N - name # SKIP why`."""
 
 
 class TAP:
@@ -62,6 +63,7 @@ class TAP:
     def __init__(self):
         self.cases = []
         self.cleanups = []
+        self.setups = []
 
     def test(self, name, todo=None):
         """Register a case. todo: why a known daemon bug makes it fail;
@@ -72,6 +74,12 @@ class TAP:
             return fn
         return register
 
+    def setup(self, fn):
+        """Run fn before the cases; if it fails, every case fails with its
+        diagnostic (the plan is still printed, so nothing goes uncounted)."""
+        self.setups.append(fn)
+        return fn
+
     def cleanup(self, fn):
         """Run fn after all cases (even when one failed)."""
         self.cleanups.append(fn)
@@ -79,8 +87,19 @@ class TAP:
 
     def run(self):
         print("1..%d" % len(self.cases), flush=True)
+        setup_error = None
+        try:
+            for fn in self.setups:
+                fn()
+        except Exception:
+            setup_error = traceback.format_exc().rstrip().splitlines()
         failed = 0
         for i, (name, fn, todo) in enumerate(self.cases, 1):
+            if setup_error:
+                print("not ok %d - %s" % (i, name))
+                diag("setup failed:\n" + "\n".join(setup_error[-40:])
+                     if i == 1 else "setup failed (see case 1)")
+                continue
             t0 = time.monotonic()
             mark = " # TODO %s" % todo if todo else ""
             try:
@@ -359,13 +378,14 @@ class Daemon:
 
     repo/state default to fresh temp dirs (removed on stop). args are extra
     flags. notify: a NOTIFY_SOCKET address string to export. env: extra
-    environment. config: None, or extra `key = value` lines of a config file
+    environment. port: listen there (0: let tinyd pick) instead of a free
+    port found here. config: None, or extra `key = value` lines of a config file
     given with --config, which then also carries listen, models and state
     (instead of flags). Use as a context manager or call start()/stop().
     """
 
     def __init__(self, repo=None, state=None, args=(), env=None,
-                 notify=None, wait=True, config=None):
+                 notify=None, wait=True, config=None, port=None):
         self.tmp = tempfile.mkdtemp(prefix="tdtest-")
         self.repo = repo or os.path.join(self.tmp, "models")
         self.state = state or os.path.join(self.tmp, "state")
@@ -378,6 +398,7 @@ class Daemon:
         self.config = config
         self.config_path = os.path.join(self.tmp, "tinyd.conf")
         self.proc = None
+        self.fixed_port = port    # None: a free port is picked per start
         self.port = None
         self.stderr_path = os.path.join(self.tmp, "stderr.log")
 
@@ -407,7 +428,8 @@ class Daemon:
     def start(self):
         check(os.access(TINYD, os.X_OK), "%s is not built" % TINYD)
         for attempt in range(3):
-            self.port = free_port()
+            self.port = (free_port() if self.fixed_port is None
+                         else self.fixed_port)
             self._errf = open(self.stderr_path, "ab")
             self.proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=self._errf,
