@@ -289,4 +289,10 @@ def _():
         os.path.join(r2.state, "oracles")) else [], [], "replica 2's oracles")
 
 
+@t.test("both replicas exit 0 on SIGTERM, with no sanitizer report")
+def _():
+    for r in (r1, r2):
+        r.check_clean_exit()
+
+
 t.run()
