@@ -152,7 +152,7 @@ def _():
         d.send_signal(signal.SIGHUP)
         tdtest.wait_for(lambda: "SIGHUP: rescanning" in d.log(), 10,
                         "the reload to start")
-        time.sleep(0.05)
+        time.sleep(0.01)
         d.kill()
         check("model big:" not in d.log(),
               "the reload finished before the kill; the test needs a bigger "
