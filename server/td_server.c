@@ -285,6 +285,10 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
         uv_timer_start(&s->watchdog, on_watchdog, 0, ms ? ms : 1);
     }
     signal(SIGPIPE, SIG_IGN);
+    /* Past RLIMIT_FSIZE a write must fail with EFBIG (the atomic writer
+     * then keeps the previous file and the job reports it), not kill the
+     * daemon with SIGXFSZ's default action. */
+    signal(SIGXFSZ, SIG_IGN);
     TD_LOG_INFO(&s->log, "listening on %s://%s%s%s:%u (models %s, state %s)",
                 cfg->tls_cert[0] ? "https" : "http",
                 strchr(cfg->host, ':') ? "[" : "", cfg->host,
