@@ -166,7 +166,7 @@ measure() { # workload conns
     local w=$1 c=$2 t=2 out rps p50 p99 bad
     [ "$c" -lt 2 ] && t=1
     # shellcheck disable=SC2046  # the header length is one word or none
-    out=$(wrk -t"$t" -c"$c" -d"${duration}s" --latency -s "$lua" "$(url_of "$w")" \
+    out=$(wrk -t"$t" -c"$c" -d"${duration}s" --timeout 10s --latency -s "$lua" "$(url_of "$w")" \
         -- "$tmp/bodies/$w" "$(cat "$tmp/bodies/$w.type")" \
         $( [ -f "$tmp/bodies/$w.hlen" ] && cat "$tmp/bodies/$w.hlen") 2>&1)
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<< "$out")
@@ -220,7 +220,7 @@ median() { # file column
                                   else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-echo "# tinyd $model (${res}x${res}, random weights), wrk --latency -d${duration}s" \
+echo "# tinyd $model (${res}x${res}, random weights), wrk --latency --timeout 10s -d${duration}s" \
      "-t2 (-t1 at 1 connection), loopback, tinyd ${TINYD_ARGS:-defaults}"
 echo "# median of $repeats interleaved repeats; $(date -u '+%Y-%m-%d %H:%M UTC');" \
      "nproc $(nproc); $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
