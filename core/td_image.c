@@ -630,6 +630,12 @@ td_status td_image_transform_check(const td_image_transform *tf,
         return td_error_set(err, TD_EINVAL,
                             "transform: crop_pct %g is outside (0, 2]",
                             tf->crop_pct);
+    if (floor(tf->out_h / tf->crop_pct) < 1 ||
+        floor(tf->out_w / tf->crop_pct) < 1)
+        return td_error_set(err, TD_EINVAL,
+                            "transform: crop_pct %g resizes a %dx%d input "
+                            "to nothing", tf->crop_pct, tf->out_h,
+                            tf->out_w);
     if (tf->interp != TD_INTERP_BILINEAR && tf->interp != TD_INTERP_BICUBIC)
         return td_error_set(err, TD_EINVAL,
                             "transform: unknown interpolation %d",
@@ -745,7 +751,7 @@ static size_t mul_sz(size_t a, size_t b)
 }
 
 static void plan_scratch(const axis_plan *ax, const axis_plan *ay,
-                         int channels, int grayscale, scratch_plan *s)
+                         int channels, scratch_plan *s)
 {
     size_t nx = (size_t)(ax->hi - ax->lo), ny = (size_t)(ay->hi - ay->lo);
     size_t kmax = (size_t)(ax->ksize > ay->ksize ? ax->ksize : ay->ksize);
@@ -754,7 +760,6 @@ static void plan_scratch(const axis_plan *ax, const axis_plan *ay,
     s->ky = td_arena_round(mul_sz(mul_sz(ny, (size_t)ay->ksize), 4));
     s->by = td_arena_round(mul_sz(ny, 2 * sizeof(int)));
     s->pre = td_arena_round(mul_sz(kmax, sizeof(double)));
-    (void)grayscale;
     s->row = td_arena_round(
         mul_sz(mul_sz((size_t)ax->src, HROWS), (size_t)channels));
     s->acc = td_arena_round(mul_sz(mul_sz(nx ? nx : 1, (size_t)channels),
@@ -774,9 +779,50 @@ size_t td_image_preprocess_scratch(const td_image_transform *tf, int src_w,
     if (td_image_transform_check(tf, NULL) != TD_OK ||
         plan(tf, src_w, src_h, &ax, &ay) != 0)
         return SIZE_MAX;
-    plan_scratch(&ax, &ay, td_image_transform_channels(tf), tf->grayscale,
-                 &s);
+    plan_scratch(&ax, &ay, td_image_transform_channels(tf), &s);
     return s.total;
+}
+
+size_t td_image_preprocess_scratch_max(const td_image_transform *tf,
+                                       const td_image_limits *lim)
+{
+    uint64_t mw = lim ? lim->max_width : TD_IMAGE_DEFAULT_MAX_SIDE;
+    uint64_t mh = lim ? lim->max_height : TD_IMAGE_DEFAULT_MAX_SIDE;
+    size_t c, ks, total;
+    double smin, f;
+    if (td_image_transform_check(tf, NULL) != TD_OK)
+        return SIZE_MAX;
+    /* A side may also be capped only by the pixel limit, or not at all. */
+    if (lim && lim->max_pixels) {
+        if (!mw || mw > lim->max_pixels)
+            mw = lim->max_pixels;
+        if (!mh || mh > lim->max_pixels)
+            mh = lim->max_pixels;
+    }
+    if (!mw || !mh || mw > INT_MAX || mh > INT_MAX)
+        return SIZE_MAX;
+    c = (size_t)td_image_transform_channels(tf);
+    /* Resize keeps the aspect ratio, so both axes shrink by about the same
+     * factor, at most (largest side) / (smallest resize target); the
+     * resized sizes are floored or rounded, and floor(x), round(x) >= x/2
+     * for x >= 1, hence the 2. */
+    smin = floor((double)(tf->out_h < tf->out_w ? tf->out_h : tf->out_w) /
+                 tf->crop_pct);
+    if (smin < 1)
+        smin = 1;
+    f = 2.0 * (double)(mw > mh ? mw : mh) / smin + 1.0;
+    ks = (size_t)ceil(2.0 * f) * 2 + 1; /* BICUBIC support 2 >= BILINEAR */
+    total = td_arena_round(mul_sz(mul_sz((size_t)tf->out_w, ks), 4));
+    total = add_sz(total, td_arena_round((size_t)tf->out_w * 2 * sizeof(int)));
+    total = add_sz(total, td_arena_round(mul_sz(mul_sz((size_t)tf->out_h, ks),
+                                                4)));
+    total = add_sz(total, td_arena_round((size_t)tf->out_h * 2 * sizeof(int)));
+    total = add_sz(total, td_arena_round(mul_sz(ks, sizeof(double))));
+    total = add_sz(total, td_arena_round(mul_sz(mul_sz((size_t)mw, HROWS), c)));
+    total = add_sz(total, td_arena_round((size_t)tf->out_w * c * 4));
+    total = add_sz(total, td_arena_round(mul_sz(mul_sz((size_t)mh,
+                                                       (size_t)tf->out_w), c)));
+    return total;
 }
 
 #define PRECISION_BITS (32 - 8 - 2)
@@ -832,8 +878,9 @@ static void coeffs(const axis_plan *a, td_interp interp, int32_t *k,
 }
 
 /* PIL's clip8: the rounded accumulator back to a byte. Accumulators are
- * int32 as in PIL: |sum| <= 255 * sum|w| * 2^22 + 2^21 and sum|w| <= 1.25
- * for these filters, so 1.34e9 at most, inside INT32_MAX. */
+ * int32 as in PIL: a partial sum is at most 255 * (sum of positive
+ * weights) * 2^22 + 2^21, and the positive weights of a normalised
+ * BICUBIC sample sum to at most 1.14, so 1.2e9 < INT32_MAX. */
 static inline uint8_t clip8(int32_t acc)
 {
     if (acc <= 0)
@@ -937,7 +984,7 @@ td_status td_image_preprocess(const td_image *img,
                             "crop_pct %g", img->width, img->height,
                             tf->out_w, tf->out_h, tf->crop_pct);
     channels = td_image_transform_channels(tf);
-    plan_scratch(&ax, &ay, channels, tf->grayscale, &sp);
+    plan_scratch(&ax, &ay, channels, &sp);
     if (sp.total == SIZE_MAX)
         return td_error_set(err, TD_ETOOBIG,
                             "preprocess: scratch for %dx%d overflows",

@@ -117,6 +117,12 @@ int td_image_transform_channels(const td_image_transform *tf);
 size_t td_image_preprocess_scratch(const td_image_transform *tf, int src_w,
                                    int src_h);
 
+/* An upper bound of td_image_preprocess_scratch over every source size
+ * that passes lim (NULL: the defaults), so a worker can size its arena once
+ * per model; SIZE_MAX if the transform is invalid. */
+size_t td_image_preprocess_scratch_max(const td_image_transform *tf,
+                                       const td_image_limits *lim);
+
 /* timm transforms_imagenet_eval on a PIL image, i.e.
  *   [convert('L') if grayscale]
  *   Resize(floor(size / crop_pct), interp)  shorter side, aspect kept

@@ -77,6 +77,9 @@ typedef struct td_batcher {
     td_batch_queue *queues;     /* one per model name, created on demand */
     unsigned batches_running;
     int closing;
+    uint64_t max_queue_rows;    /* per model; past it 503 + Retry-After */
+    uint64_t deadline_ns;       /* a job older than this when its batch
+                                   forms is answered 504, not computed */
 } td_batcher;
 
 void td_batcher_init(td_batcher *b, uv_loop_t *loop, td_scratch_pool *scratch,

@@ -141,6 +141,7 @@ typedef struct scan_item {
 typedef struct scan_known {
     char name[TD_NAME_MAX + 1];
     td_file_id tried;
+    int unloaded;
 } scan_known;
 
 typedef struct scan_job {
@@ -153,6 +154,7 @@ typedef struct scan_job {
     scan_item *items;
     size_t n_items, cap_items;
     char *dir_error;
+    uint64_t gen;
 } scan_job;
 
 static int item_cmp(const void *a, const void *b)
@@ -197,8 +199,17 @@ static void scan_dir(scan_job *job, const char *dir, int required)
         struct stat sb;
         scan_item *it;
         const scan_known *k;
-        if (!td_registry_servable_name(de->d_name, name, sizeof name))
+        if (!td_registry_servable_name(de->d_name, name, sizeof name)) {
+            size_t n = strlen(de->d_name);
+            /* Tell the operator why a model file is not served. */
+            if (de->d_name[0] != '.' && n > 12 &&
+                strcmp(de->d_name + n - 12, ".safetensors") == 0)
+                TD_LOG_WARN(job->r->log,
+                            "skipping %s/%s: a model name must be 1 to %d "
+                            "characters of A-Z a-z 0-9 _ - .",
+                            dir, de->d_name, TD_NAME_MAX);
             continue;
+        }
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
             continue;
@@ -226,7 +237,7 @@ static void scan_dir(scan_job *job, const char *dir, int required)
         it->id.mtime_ns =
             (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
         k = known_find(job, name);
-        if (k && file_id_eq(&k->tried, &it->id)) {
+        if (k && (k->unloaded || file_id_eq(&k->tried, &it->id))) {
             it->action = ITEM_UNCHANGED;
         } else {
             td_error err;
@@ -305,8 +316,10 @@ static void scan_start(td_registry *r)
         snprintf(job->known[i].name, sizeof job->known[i].name, "%s",
                  r->entries[i].name);
         job->known[i].tried = r->entries[i].tried;
+        job->known[i].unloaded = r->entries[i].unloaded;
     }
     job->work.data = job;
+    job->gen = ++r->gen_started;
     r->scanning = 1;
     if (uv_queue_work(r->loop, &job->work, scan_work, scan_after) != 0) {
         r->scanning = 0;
@@ -349,7 +362,8 @@ static void scan_after(uv_work_t *w, int status)
         } else {
             snprintf(e->name, sizeof e->name, "%s", it->name);
         }
-        e->tried = it->id;
+        if (!e->unloaded)
+            e->tried = it->id;
         if (it->action == ITEM_LOADED) {
             if (e->model)
                 td_model_unref(e->model);
@@ -392,10 +406,28 @@ static void scan_after(uv_work_t *w, int status)
     r->reloads_ok++;
     r->load_failures += (uint64_t)failed;
 done:
-    scan_job_free(job);
-    r->scanned_once = 1;
-    if (r->on_done)
-        r->on_done(r->app, changed, failed);
+    {
+        uint64_t gen = job->gen;
+        size_t kept = 0, k;
+        scan_job_free(job);
+        r->scanned_once = 1;
+        if (r->on_done)
+            r->on_done(r->app, changed, failed);
+        /* Waiters whose scan has now run. Take them off the list before
+         * calling them: a callback may add waiters. */
+        td_registry_waiter *due = malloc((r->n_waiters + 1) * sizeof *due);
+        size_t n_due = 0;
+        for (k = 0; k < r->n_waiters; k++) {
+            if (r->waiters[k].gen <= gen && due)
+                due[n_due++] = r->waiters[k];
+            else
+                r->waiters[kept++] = r->waiters[k];
+        }
+        r->n_waiters = kept;
+        for (k = 0; k < n_due; k++)
+            due[k].fn(due[k].arg);
+        free(due);
+    }
     if (r->rescan_requested) {
         r->rescan_requested = 0;
         scan_start(r);
@@ -437,6 +469,50 @@ void td_registry_scan(td_registry *r)
     scan_start(r);
 }
 
+int td_registry_scan_then(td_registry *r, td_registry_wait_fn fn, void *arg)
+{
+    if (r->n_waiters == r->cap_waiters) {
+        size_t cap = r->cap_waiters ? r->cap_waiters * 2 : 8;
+        td_registry_waiter *grown = realloc(r->waiters, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        r->waiters = grown;
+        r->cap_waiters = cap;
+    }
+    r->waiters[r->n_waiters].gen = r->gen_started + 1;
+    r->waiters[r->n_waiters].fn = fn;
+    r->waiters[r->n_waiters].arg = arg;
+    r->n_waiters++;
+    td_registry_scan(r);
+    return 0;
+}
+
+td_status td_registry_unload(td_registry *r, const char *name,
+                             td_error *err)
+{
+    td_entry *e = td_registry_find(r, name);
+    if (!e)
+        return td_error_set(err, TD_ENOTFOUND, "unknown model \"%s\"", name);
+    e->unloaded = 1;
+    if (e->model) {
+        td_model_unref(e->model);
+        e->model = NULL;
+    }
+    free(e->reason);
+    e->reason = NULL;
+    TD_LOG_INFO(r->log, "model %s: unloaded on request", name);
+    return TD_OK;
+}
+
+void td_registry_mark_load(td_registry *r, const char *name)
+{
+    td_entry *e = td_registry_find(r, name);
+    if (!e)
+        return;
+    e->unloaded = 0;
+    memset(&e->tried, 0, sizeof e->tried); /* read the file again */
+}
+
 td_entry *td_registry_find(td_registry *r, const char *name)
 {
     size_t lo = 0, hi = r->n_entries;
@@ -469,6 +545,7 @@ void td_registry_free(td_registry *r)
     for (e = 0; e < r->n_entries; e++)
         entry_clear(&r->entries[e]);
     free(r->entries);
+    free(r->waiters);
     for (i = 0; i < r->n_dirs; i++)
         free(r->dirs[i]);
     memset(r, 0, sizeof *r);

@@ -23,6 +23,9 @@
     X(GRAPH_GET, "graph_get")            \
     X(GRAPH_DELETE, "graph_delete")      \
     X(CLASSIFY, "classify")              \
+    X(REPO_INDEX, "repository_index")    \
+    X(REPO_LOAD, "repository_load")      \
+    X(REPO_UNLOAD, "repository_unload")  \
     X(UNMATCHED, "unmatched")
 
 typedef enum td_route_id {

@@ -13,6 +13,7 @@
 
 #include <uv.h>
 
+#include "td_auth.h"
 #include "td_batcher.h"
 #include "td_scratch.h"
 
@@ -35,6 +36,7 @@ typedef struct td_server {
     td_scratch_pool scratch;  /* one arena per pool thread */
     td_batcher batcher;
     td_jobs jobs;             /* graph submissions and oracle builds */
+    td_auth auth;             /* bearer tokens (--tokens) */
     const char *cfg_oracle_mode; /* default mode for submitted graphs */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t watchdog;

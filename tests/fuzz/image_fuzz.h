@@ -91,6 +91,7 @@ static int fuzz_image_one(const uint8_t *data, size_t size)
         n = (size_t)td_image_transform_channels(&tf) * tf.out_h * tf.out_w;
         need = td_image_preprocess_scratch(&tf, w, h);
         CHECK(need != SIZE_MAX);
+        CHECK(need <= td_image_preprocess_scratch_max(&tf, &lim));
         CHECK(td_arena_init(&arena, need, &err) == TD_OK);
         out = malloc(n * sizeof *out);
         CHECK(out);

@@ -677,6 +677,10 @@ START_TEST(test_transform_validation_and_scratch)
     tf.crop_pct = 0;
     ck_assert_int_eq(td_image_transform_check(&tf, &err), TD_EINVAL);
     ck_assert_ptr_nonnull(strstr(err.msg, "crop_pct"));
+    tf.out_h = tf.out_w = 1;
+    tf.crop_pct = 1.5; /* floor(1 / 1.5) = 0 */
+    ck_assert_int_eq(td_image_transform_check(&tf, &err), TD_EINVAL);
+    tf.out_h = tf.out_w = 224;
     tf.crop_pct = 0.875;
     tf.std[2] = 0;
     ck_assert_int_eq(td_image_transform_check(&tf, &err), TD_EINVAL);
@@ -712,6 +716,47 @@ START_TEST(test_transform_validation_and_scratch)
 }
 END_TEST
 
+/* The per-model bound covers every source size the limits let through,
+ * extreme aspect ratios and both resize paths included. */
+START_TEST(test_scratch_max_bounds_every_size)
+{
+    static const td_image_transform tfs[] = {
+        {224, 224, 0.875, TD_INTERP_BICUBIC, {0.5f, 0.5f, 0.5f},
+         {0.5f, 0.5f, 0.5f}, 0},
+        {28, 28, 1.0, TD_INTERP_BILINEAR, {0.5f}, {0.5f}, 1},
+        {24, 36, 0.9, TD_INTERP_BICUBIC, {0.5f, 0.5f, 0.5f},
+         {0.5f, 0.5f, 0.5f}, 0},
+        {1, 1, 1.0, TD_INTERP_BICUBIC, {0.5f, 0.5f, 0.5f},
+         {0.5f, 0.5f, 0.5f}, 0},
+        {3, 2, 1.9, TD_INTERP_BILINEAR, {0.5f, 0.5f, 0.5f},
+         {0.5f, 0.5f, 0.5f}, 0}};
+    const td_image_limits lim = {3000, 2000, 0};
+    unsigned seed = 12345;
+    for (size_t t = 0; t < sizeof tfs / sizeof tfs[0]; t++) {
+        size_t max = td_image_preprocess_scratch_max(&tfs[t], &lim);
+        ck_assert_uint_ne(max, SIZE_MAX);
+        for (int i = 0; i < 3000; i++) {
+            int w, h;
+            size_t need;
+            seed = seed * 1103515245u + 12345u;
+            w = 1 + (int)((seed >> 8) % 3000);
+            seed = seed * 1103515245u + 12345u;
+            h = 1 + (int)((seed >> 8) % 2000);
+            if (i % 3 == 0)
+                h = 1 + h % 3; /* very wide */
+            if (i % 3 == 1)
+                w = 1 + w % 3; /* very tall */
+            need = td_image_preprocess_scratch(&tfs[t], w, h);
+            ck_assert_msg(need <= max, "transform %zu, %dx%d: %zu > %zu", t,
+                          w, h, need, max);
+        }
+    }
+    /* Defaults are finite too. */
+    ck_assert_uint_lt(td_image_preprocess_scratch_max(&tfs[0], NULL),
+                      (size_t)64 << 20);
+}
+END_TEST
+
 static Suite *image_suite(void)
 {
     Suite *s = suite_create("td_image");
@@ -727,6 +772,7 @@ static Suite *image_suite(void)
     tcase_add_test(tc, test_preprocess_matches_torchvision);
     tcase_add_test(tc, test_preprocess_identity_and_padding);
     tcase_add_test(tc, test_transform_validation_and_scratch);
+    tcase_add_test(tc, test_scratch_max_bounds_every_size);
     suite_add_tcase(s, tc);
     return s;
 }
