@@ -662,6 +662,34 @@ START_TEST(test_bad_input_fails_cleanly)
     ck_assert_int_eq(run(args), 1);
     snprintf(path, sizeof path, "%s/nan.safetensors", tmpdir);
     ck_assert_int_ne(stat(path, &st), 0);
+    /* a write that fails (file size limit, EFBIG) leaves the previous
+     * model intact */
+    {
+        char keep[256], *before, *after;
+        size_t lb, la;
+        snprintf(args, sizeof args,
+                 TINY " --epochs 1 --data %s --out %s/w.safetensors", tmpdir,
+                 tmpdir);
+        ck_assert_int_eq(run(args), 0);
+        snprintf(keep, sizeof keep, "%s/w.safetensors", tmpdir);
+        ck_assert_int_eq(td_file_read(keep, 1 << 26, &before, &lb, NULL),
+                         TD_OK);
+        ck_assert_uint_gt(lb, 60 * 1024);
+        snprintf(args, sizeof args,
+                 "sh -c \"trap '' XFSZ; ulimit -f 100; exec '%s/models/"
+                 "tinyd-train' " TINY " --epochs 1 --seed 5 --data %s "
+                 "--out %s/w.safetensors\" >>'%s/log' 2>&1",
+                 getenv("TD_BUILDDIR") ? getenv("TD_BUILDDIR") : ".", tmpdir,
+                 tmpdir, tmpdir);
+        int rc = system(args);
+        ck_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+        ck_assert_int_eq(td_file_read(keep, 1 << 26, &after, &la, NULL),
+                         TD_OK);
+        ck_assert_uint_eq(la, lb);
+        ck_assert_mem_eq(after, before, lb);
+        free(before);
+        free(after);
+    }
     {
         char logp[256], *log;
         size_t len;
