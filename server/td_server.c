@@ -26,11 +26,17 @@ static void send_ready(td_server *s)
         TD_LOG_WARN(&s->log, "sd_notify: %s", err.msg);
 }
 
+static int registry_has(void *arg, const char *name)
+{
+    return td_registry_find(arg, name) != NULL;
+}
+
 /* The registry finished a scan. */
 static void on_scan_done(void *app, int changed, int failed)
 {
     td_server *s = app;
     size_t i, n_ready = 0;
+    td_batcher_prune(&s->batcher, registry_has, &s->registry);
     for (i = 0; i < s->registry.n_entries; i++)
         if (s->registry.entries[i].model)
             n_ready++;
