@@ -13,7 +13,7 @@ set -euo pipefail
 DEBIAN_PACKAGES="build-essential autoconf automake libtool pkg-config
   libmicrohttpd-dev libjansson-dev libuv1-dev libopenblas-dev check zlib1g-dev
   libjpeg62-turbo-dev libpng-dev clang libclang-rt-14-dev python3 curl wrk
-  systemd dataset-fashion-mnist"
+  systemd dataset-fashion-mnist nginx-light"
 
 # Test steps run by `check` after `make check`, each only if its script
 # exists. A step's last output line is `N passed, N failed[, N skipped]`;
@@ -124,8 +124,13 @@ check() {
         while IFS= read -r trs; do
             if grep -Eq '^:test-result: (FAIL|ERROR|XPASS)' "$trs"; then
                 log_file="${trs%.trs}.log"
-                printf '\n==== %s (last 40 lines) ====\n' "$log_file"
-                tail -n 40 "$log_file" || true
+                printf '\n==== %s ====\n' "$log_file"
+                # The failing TAP cases with their diagnostics, else the tail.
+                if grep -Eq '^(not ok|Bail out!)' "$log_file"; then
+                    grep -E -A 30 '^(not ok|Bail out!)' "$log_file" | head -n 120
+                else
+                    tail -n 40 "$log_file"
+                fi
             fi
         done < <(find tests -name '*.trs' 2>/dev/null)
     fi

@@ -41,7 +41,14 @@ have_tinyd=0
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/td_http_health.XXXXXX") || exit 1
 pids=()
 cleanup() {
+    local p i
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+    for i in $(seq 1 30); do   # up to 3 s to stop, then no more waiting
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && break; done
+        kill -0 "$p" 2>/dev/null || break
+        sleep 0.1
+    done
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
     wait 2>/dev/null
     rm -rf "$tmp"
 }
@@ -112,6 +119,7 @@ measure() { # server port conns seconds
     echo "$rps $(to_us "$p99")" >> "$tmp/$1.c$3"
 }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 servers=ceiling
 [ $have_tinyd = 1 ] && servers="ceiling tinyd"
 port_of() { if [ "$1" = ceiling ]; then echo "$ceiling_port"; else echo "$tinyd_port"; fi; }
@@ -141,6 +149,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) p
 echo "# GET $path, wrk -t$wrk_threads (at most -c) -c<conns> -d${duration}s --latency, loopback"
 echo "# median of $repeats interleaved repeats; $(date -u '+%Y-%m-%d %H:%M UTC');" \
      "nproc $(nproc); $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+echo "# load average (1/5/15 min) before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-6s %12s %12s %7s %14s %14s %7s\n' conns "ceiling r/s" "tinyd r/s" ratio \
     "ceiling p99" "tinyd p99" ratio
 for c in $conns; do

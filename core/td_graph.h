@@ -33,6 +33,8 @@
 /* A growable list of arcs, as read from a file. Owned arrays. */
 typedef struct td_edgelist {
     uint32_t n;       /* vertex count (ids are < n) */
+    uint32_t id_base; /* how the source file numbers vertices: 1 for
+                         DIMACS, 0 otherwise (ids here are 0-based) */
     size_t m;         /* arcs in u/v/w */
     size_t cap;
     uint32_t *u, *v;

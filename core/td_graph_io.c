@@ -470,6 +470,7 @@ td_status td_graph_parse(const void *buf, size_t len, const char *name,
     switch (f) {
     case TD_GFMT_DIMACS:
         st = parse_dimacs(&lx, o.max_nodes, o.max_arcs, out, err);
+        out->id_base = 1;
         break;
     case TD_GFMT_JSON:
         st = parse_json(text, tlen, name, o.max_nodes, o.max_arcs, out, err);

@@ -73,6 +73,8 @@ typedef struct td_oracle {
     td_oracle_mode mode;
     double eps;
     double factor;          /* guarantee reported with every answer */
+    uint32_t id_base;       /* users' vertex numbering: 1 for DIMACS input,
+                               0 otherwise (saved as metadata "id_base") */
     td_graph g;             /* the graph (for exact queries) */
     td_oracle_stats stats;
     /* decomposition (both modes) */

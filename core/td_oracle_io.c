@@ -103,6 +103,7 @@ td_status td_oracle_save(const td_oracle *o, const char *path, td_error *err)
     TRY(td_st_writer_meta(w, "format", FORMAT_TAG, err));
     TRY(td_st_writer_meta(w, "mode", td_oracle_mode_name(o->mode), err));
     TRY(meta_num(w, "eps", o->eps, err));
+    TRY(meta_num(w, "id_base", (double)o->id_base, err));
     TRY(meta_num(w, "factor", o->factor, err));
     TRY(meta_num(w, "n", n, err));
     TRY(meta_num(w, "edges", (double)td_graph_edges(&o->g), err));
@@ -375,6 +376,12 @@ td_status td_oracle_load(const char *path, td_oracle *o, td_error *err)
         st = td_error_set(err, TD_EUNSUPPORTED, "metadata mode \"%s\" is "
                           "unknown", mode ? mode : "");
         goto fail;
+    }
+    o->mode = TD_ORACLE_LABELS;
+    {
+        /* Optional: files written before it existed number from 0. */
+        const char *base = td_st_meta_get(f, "id_base");
+        o->id_base = base && strtod(base, NULL) == 1.0 ? 1 : 0;
     }
     o->mode = (td_oracle_mode)m;
     if ((st = parse_meta_num(f, "eps", &o->eps, err)) != TD_OK)

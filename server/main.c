@@ -68,8 +68,11 @@ int main(int argc, char **argv)
         return 2;
     }
     /* Parallelism comes from the libuv pool; BLAS inside a worker stays on
-     * one thread so N workers never become N×M threads. */
-    snprintf(threads, sizeof threads, "%u", cfg.threads);
+     * one thread so N workers never become N×M threads. --threads bounds
+     * the forward passes of a model running at once; two more pool threads
+     * parse requests, decode images and scan the repository meanwhile, so
+     * a queue can form (and be bounded) while every worker computes. */
+    snprintf(threads, sizeof threads, "%u", cfg.threads + 2);
     setenv("UV_THREADPOOL_SIZE", threads, 1);
     openblas_set_num_threads(1);
 

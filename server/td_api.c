@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "td_api.h"
 #include "td_batcher.h"
 #include "td_buf.h"
 #include "td_oip.h"
@@ -16,25 +17,25 @@
 
 #define JSON_TYPE "application/json"
 
-/* Per-request state kept in req->route_data. */
-typedef struct api_req {
-    td_match match;
-    td_infer_job *job;        /* inference: parsed on the pool, then handed
-                                 to the batcher (which frees it) */
-    size_t json_len;
-    int64_t rows;             /* for metrics, once answered */
-} api_req;
-
 static void api_req_free(void *p)
 {
-    api_req *a = p;
+    td_api_req *a = p;
     if (!a)
         return;
     td_infer_job_free(a->job);
+    if (a->model)
+        td_model_unref(a->model);
     free(a);
 }
 
-static void respond_json(td_request *req, int status, json_t *obj)
+const char *td_api_entry_state(const td_entry *e)
+{
+    if (e->model)
+        return "READY";
+    return e->unloaded ? "UNLOADED" : "UNAVAILABLE";
+}
+
+void td_api_respond_json(td_request *req, int status, json_t *obj)
 {
     char *text = obj ? json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(9))
                      : NULL;
@@ -73,7 +74,7 @@ static td_entry *find_entry(td_server *s, td_request *req, const td_match *m)
 
 static void server_meta(td_request *req)
 {
-    respond_json(req, 200,
+    td_api_respond_json(req, 200,
                  json_pack("{s:s, s:s, s:[s,s]}", "name", "tinyd", "version",
                            PACKAGE_VERSION, "extensions", "classification",
                            "binary_tensor_data"));
@@ -105,7 +106,10 @@ static void model_meta(td_server *s, td_request *req, const td_match *m)
         return;
     if (!e->model) {
         td_http_respond_error(req, 503, "model \"%s\" is not available: %s",
-                              e->name, e->reason ? e->reason : "not loaded");
+                              e->name,
+                              e->unloaded ? "unloaded on request"
+                              : e->reason ? e->reason
+                                          : "not loaded");
         return;
     }
     n_in = e->model->kind->inputs(e->model->impl, &in);
@@ -116,12 +120,22 @@ static void model_meta(td_server *s, td_request *req, const td_match *m)
                     specs_json(in, n_in), "outputs", specs_json(out, n_out));
     if (obj && e->model->kind->describe) {
         json_t *params = e->model->kind->describe(e->model->impl);
+        if (params && e->model->kind->labels) {
+            int n_labels = 0, k;
+            const char *const *labels =
+                e->model->kind->labels(e->model->impl, &n_labels);
+            json_t *arr = labels ? json_array() : NULL;
+            for (k = 0; arr && k < n_labels; k++)
+                json_array_append_new(arr, json_string(labels[k]));
+            if (arr)
+                json_object_set_new(params, "labels", arr);
+        }
         if (params)
             json_object_set_new(obj, "parameters", params);
     }
     if (obj && e->reason)
         json_object_set_new(obj, "reload_error", json_string(e->reason));
-    respond_json(req, 200, obj);
+    td_api_respond_json(req, 200, obj);
 }
 
 static void model_ready(td_server *s, td_request *req, const td_match *m)
@@ -131,7 +145,7 @@ static void model_ready(td_server *s, td_request *req, const td_match *m)
     if (!e)
         return;
     ok = e->model != NULL && !s->draining;
-    respond_json(req, ok ? 200 : 503,
+    td_api_respond_json(req, ok ? 200 : 503,
                  json_pack("{s:s, s:b}", "name", e->name, "ready", ok));
 }
 
@@ -143,15 +157,47 @@ static void models_index(td_server *s, td_request *req)
         const td_entry *e = &s->registry.entries[i];
         json_t *o = json_pack("{s:s, s:s, s:s}", "name", e->name, "kind",
                               e->model ? e->model->kind->kind : "unknown",
-                              "state", e->model ? "READY" : "UNAVAILABLE");
+                              "state", td_api_entry_state(e));
         if (o && e->reason)
             json_object_set_new(o, "reason", json_string(e->reason));
         json_array_append_new(arr, o);
     }
-    respond_json(req, 200, json_pack("{s:o*}", "models", arr));
+    td_api_respond_json(req, 200, json_pack("{s:o*}", "models", arr));
 }
 
 /* ------------------------------------------------------------ metrics */
+
+typedef uint64_t (*queue_stat_fn)(const td_batch_queue *q);
+
+static uint64_t stat_batches(const td_batch_queue *q)
+{
+    return q->stats.batches;
+}
+static uint64_t stat_queue_us(const td_batch_queue *q)
+{
+    return q->stats.queue_ns / 1000;
+}
+static uint64_t stat_compute_us(const td_batch_queue *q)
+{
+    return q->stats.compute_ns / 1000;
+}
+
+/* One counter family with a sample per model (0 before its first batch). */
+static void queue_family(td_server *s, td_buf *b, const char *metric,
+                         const char *help, queue_stat_fn stat)
+{
+    size_t i;
+    td_buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", metric, help,
+                  metric);
+    for (i = 0; i < s->registry.n_entries; i++) {
+        const td_batch_queue *q =
+            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
+        td_buf_printf(b, "%s{model=\"", metric);
+        td_metrics_label(b, s->registry.entries[i].name);
+        td_buf_printf(b, "\"} %llu\n",
+                      q ? (unsigned long long)stat(q) : 0ull);
+    }
+}
 
 /* Triton's exec count, queue and compute time, and a batch size
  * histogram, from the batcher's per-model queues. */
@@ -161,43 +207,14 @@ static void batch_metrics(td_server *s, td_buf *b)
                                       "64", "128", "+Inf"};
     size_t i;
     int k;
-    td_buf_printf(b, "# HELP tinyd_inference_exec_count_total Forward passes "
-                     "(a merged batch counts once).\n"
-                     "# TYPE tinyd_inference_exec_count_total counter\n");
-    for (i = 0; i < s->registry.n_entries; i++) {
-        const td_batch_queue *q =
-            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
-        td_buf_printf(b, "tinyd_inference_exec_count_total{model=\"");
-        td_metrics_label(b, s->registry.entries[i].name);
-        td_buf_printf(b, "\"} %llu\n",
-                      q ? (unsigned long long)q->stats.batches : 0ull);
-    }
-    td_buf_printf(b, "# HELP tinyd_inference_queue_duration_us_total "
-                     "Microseconds requests waited for their batch.\n"
-                     "# TYPE tinyd_inference_queue_duration_us_total "
-                     "counter\n");
-    for (i = 0; i < s->registry.n_entries; i++) {
-        const td_batch_queue *q =
-            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
-        td_buf_printf(b, "tinyd_inference_queue_duration_us_total{model=\"");
-        td_metrics_label(b, s->registry.entries[i].name);
-        td_buf_printf(b, "\"} %llu\n",
-                      q ? (unsigned long long)(q->stats.queue_ns / 1000) : 0ull);
-    }
-    td_buf_printf(b, "# HELP tinyd_inference_compute_duration_us_total "
-                     "Microseconds of forward passes.\n"
-                     "# TYPE tinyd_inference_compute_duration_us_total "
-                     "counter\n");
-    for (i = 0; i < s->registry.n_entries; i++) {
-        const td_batch_queue *q =
-            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
-        td_buf_printf(b,
-                      "tinyd_inference_compute_duration_us_total{model=\"");
-        td_metrics_label(b, s->registry.entries[i].name);
-        td_buf_printf(b, "\"} %llu\n",
-                      q ? (unsigned long long)(q->stats.compute_ns / 1000)
-                        : 0ull);
-    }
+    queue_family(s, b, "tinyd_inference_exec_count_total",
+                 "Forward passes (a merged batch counts once).",
+                 stat_batches);
+    queue_family(s, b, "tinyd_inference_queue_duration_us_total",
+                 "Microseconds requests waited for their batch.",
+                 stat_queue_us);
+    queue_family(s, b, "tinyd_inference_compute_duration_us_total",
+                 "Microseconds of forward passes.", stat_compute_us);
     td_buf_printf(b, "# HELP tinyd_inference_batch_size Rows per forward "
                      "pass.\n"
                      "# TYPE tinyd_inference_batch_size histogram\n");
@@ -248,13 +265,19 @@ static void metrics(td_server *s, td_request *req)
                   "# TYPE tinyd_models gauge\n"
                   "tinyd_models{state=\"READY\"} %zu\n"
                   "tinyd_models{state=\"UNAVAILABLE\"} %zu\n"
-                  "# HELP tinyd_reloads_total Repository scans, by result.\n"
+                  "# HELP tinyd_reloads_total Repository scans, by result (failed: the "
+                  "directory could not be read).\n"
                   "# TYPE tinyd_reloads_total counter\n"
                   "tinyd_reloads_total{result=\"ok\"} %llu\n"
-                  "tinyd_reloads_total{result=\"failed\"} %llu\n",
+                  "tinyd_reloads_total{result=\"failed\"} %llu\n"
+                  "# HELP tinyd_model_load_failures_total Files that failed "
+                  "to load (new or changed).\n"
+                  "# TYPE tinyd_model_load_failures_total counter\n"
+                  "tinyd_model_load_failures_total %llu\n",
                   ready, failed,
                   (unsigned long long)s->registry.reloads_ok,
-                  (unsigned long long)s->registry.reloads_failed);
+                  (unsigned long long)s->registry.reloads_failed,
+                  (unsigned long long)s->registry.load_failures);
 #define MODEL_FAMILY(metric, help, type, field)                               \
     do {                                                                      \
         td_buf_printf(&b, "# HELP " metric " " help "\n# TYPE " metric       \
@@ -275,6 +298,16 @@ static void metrics(td_server *s, td_request *req)
                  inferences);
 #undef MODEL_FAMILY
     batch_metrics(s, &b);
+    {
+        unsigned counts[5];
+        int k;
+        td_jobs_counts(&s->jobs, counts);
+        td_buf_printf(&b, "# HELP tinyd_graph_jobs Graph build jobs, by "
+                          "state.\n# TYPE tinyd_graph_jobs gauge\n");
+        for (k = 0; k < 5; k++)
+            td_buf_printf(&b, "tinyd_graph_jobs{state=\"%s\"} %u\n",
+                          td_job_state_name((td_job_state)k), counts[k]);
+    }
     text = td_buf_take(&b, &len);
     if (!text) {
         td_http_respond_error(req, 500, "out of memory");
@@ -303,7 +336,7 @@ static td_status oip_write(td_infer_job *job, const td_tensor *outputs,
 /* Pool thread: parse and check the request against the model. */
 static void infer_parse(td_request *req)
 {
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     td_infer_job *job = a->job;
     const td_servable_kind *k = job->model->kind;
     const td_tensor_spec *in, *out;
@@ -314,16 +347,22 @@ static void infer_parse(td_request *req)
     job->status = td_oip_parse(req->body, req->body_len, a->json_len, in,
                                n_in, out, n_out, &limits, &job->oip,
                                &job->err);
-    if (job->status == TD_OK)
+    if (job->status == TD_OK) {
         job->rows = job->oip.inputs[0].ndim > 0 ? job->oip.inputs[0].shape[0]
                                                 : 1;
+        if (job->rows == 0)
+            job->status = td_error_set(&job->err, TD_EINVAL,
+                                       "input \"%s\": the batch is empty "
+                                       "(shape[0] is 0)",
+                                       in[0].name);
+    }
 }
 
 /* Loop thread: a bad request is answered now; a good one is batched. */
-static void infer_parsed(td_request *req)
+void td_api_submit_prepared(td_request *req)
 {
     td_server *s = req->app;
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     td_infer_job *job = a->job;
     if (job->status != TD_OK) {
         td_http_respond_error(req, td_status_http(job->status), "%s",
@@ -335,15 +374,18 @@ static void infer_parsed(td_request *req)
     td_batcher_submit(&s->batcher, job);
 }
 
-static void infer_start(td_server *s, td_request *req, api_req *a)
+static void infer_start(td_server *s, td_request *req, td_api_req *a)
 {
     td_entry *e = find_entry(s, req, &a->match);
     const char *hlen;
     if (!e)
         return;
-    if (!e->model) {
+    if (!e->model && !a->model) {
         td_http_respond_error(req, 503, "model \"%s\" is not available: %s",
-                              e->name, e->reason ? e->reason : "not loaded");
+                              e->name,
+                              e->unloaded ? "unloaded on request"
+                              : e->reason ? e->reason
+                                          : "not loaded");
         return;
     }
     a->json_len = req->body_len;
@@ -367,10 +409,10 @@ static void infer_start(td_server *s, td_request *req, api_req *a)
         return;
     }
     a->job->req = req;
-    a->job->model = e->model;
-    td_model_ref(e->model);
+    a->job->model = a->model ? a->model : e->model;
+    td_model_ref(a->job->model);
     a->job->write = oip_write;
-    td_http_defer(req, infer_parse, infer_parsed);
+    td_http_defer(req, infer_parse, td_api_submit_prepared);
 }
 
 /* ------------------------------------------------------------ dispatch */
@@ -378,7 +420,7 @@ static void infer_start(td_server *s, td_request *req, api_req *a)
 void td_api_on_headers(void *app, td_request *req)
 {
     td_server *s = app;
-    api_req *a;
+    td_api_req *a;
     int code;
     a = calloc(1, sizeof *a);
     if (!a) {
@@ -403,34 +445,69 @@ void td_api_on_headers(void *app, td_request *req)
                               req->method, req->url, allow);
         return;
     }
-    if (s->draining && a->match.route == TD_ROUTE_MODEL_INFER &&
-        req->content_length == 0) {
-        td_http_respond_error(req, 503, "server is shutting down");
+    /* Tokens guard every endpoint that changes state, checked before the
+     * body is read; with --protect-reads, every endpoint but health. */
+    {
+        td_route_id r = a->match.route;
+        int writes = r == TD_ROUTE_GRAPH_SUBMIT || r == TD_ROUTE_GRAPH_DELETE ||
+                     r == TD_ROUTE_REPO_LOAD || r == TD_ROUTE_REPO_UNLOAD;
+        int health = r == TD_ROUTE_HEALTH_LIVE || r == TD_ROUTE_HEALTH_READY;
+        if (writes || (s->cfg.protect_reads && !health)) {
+            int verdict = td_auth_check(&s->auth,
+                                        td_http_header(req, "Authorization"));
+            if (verdict == 401) {
+                td_http_add_header(req, "WWW-Authenticate",
+                                   "Bearer realm=\"tinyd\"");
+                td_http_respond_error(req, 401,
+                                      "this endpoint needs a bearer token "
+                                      "(Authorization: Bearer TOKEN)");
+                return;
+            }
+            if (verdict == 403) {
+                td_http_respond_error(req, 403,
+                                      "the bearer token is not valid");
+                return;
+            }
+        }
+    }
+    /* A request that arrives after SIGTERM (on a kept-alive connection)
+     * is not in flight: refuse it and close the connection. Health and
+     * metrics still answer (ready says false). */
+    if (s->draining && a->match.route != TD_ROUTE_HEALTH_LIVE &&
+        a->match.route != TD_ROUTE_HEALTH_READY &&
+        a->match.route != TD_ROUTE_METRICS) {
+        td_http_add_header(req, "Connection", "close");
+        td_http_respond_error(req, 503, "server is draining (shutting down)");
         return;
     }
-    /* Unknown models are refused before their body is read. */
-    if (a->match.route == TD_ROUTE_MODEL_INFER &&
-        !td_registry_find(&s->registry, a->match.name)) {
-        td_http_respond_error(req, 404, "unknown model \"%s\"",
-                              a->match.name);
-        return;
+    /* Unknown models are refused before their body is read; a known one
+     * is pinned now: the request runs on the version serving when it
+     * began, whatever a reload does during its upload. */
+    if (a->match.route == TD_ROUTE_MODEL_INFER ||
+        a->match.route == TD_ROUTE_CLASSIFY) {
+        if (!td_registry_find(&s->registry, a->match.name)) {
+            td_http_respond_error(req, 404, "unknown model \"%s\"",
+                                  a->match.name);
+            return;
+        }
+        a->model = td_registry_acquire(&s->registry, a->match.name);
     }
 }
 
 void td_api_on_body(void *app, td_request *req)
 {
     td_server *s = app;
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     switch (a->match.route) {
     case TD_ROUTE_SERVER_META:
         server_meta(req);
         break;
     case TD_ROUTE_HEALTH_LIVE:
-        respond_json(req, 200, json_pack("{s:b}", "live", 1));
+        td_api_respond_json(req, 200, json_pack("{s:b}", "live", 1));
         break;
     case TD_ROUTE_HEALTH_READY: {
         int ok = s->ready && !s->draining;
-        respond_json(req, ok ? 200 : 503, json_pack("{s:b}", "ready", ok));
+        td_api_respond_json(req, ok ? 200 : 503, json_pack("{s:b}", "ready", ok));
         break;
     }
     case TD_ROUTE_MODELS:
@@ -448,6 +525,30 @@ void td_api_on_body(void *app, td_request *req)
     case TD_ROUTE_METRICS:
         metrics(s, req);
         break;
+    case TD_ROUTE_CLASSIFY:
+        td_api_classify(s, req, a);
+        break;
+    case TD_ROUTE_GRAPH_SUBMIT:
+        td_api_graph_submit(s, req);
+        break;
+    case TD_ROUTE_REPO_INDEX:
+        td_api_repo_index(s, req);
+        break;
+    case TD_ROUTE_REPO_LOAD:
+        td_api_repo_load(s, req, a->match.name);
+        break;
+    case TD_ROUTE_REPO_UNLOAD:
+        td_api_repo_unload(s, req, a->match.name);
+        break;
+    case TD_ROUTE_GRAPH_LIST:
+        td_api_graph_list(s, req);
+        break;
+    case TD_ROUTE_GRAPH_GET:
+        td_api_graph_get(s, req, a->match.name);
+        break;
+    case TD_ROUTE_GRAPH_DELETE:
+        td_api_graph_delete(s, req, a->match.name);
+        break;
     default:
         td_http_respond_error(req, 404, "no such endpoint: %s %s",
                               req->method, req->url);
@@ -457,11 +558,12 @@ void td_api_on_body(void *app, td_request *req)
 void td_api_on_complete(void *app, td_request *req, int ok)
 {
     td_server *s = app;
-    api_req *a = req->route_data;
+    td_api_req *a = req->route_data;
     double secs = (double)(td_now_ns() - req->start_ns) / 1e9;
     td_metrics_observe(&s->metrics, (td_route_id)req->route, req->status,
                        secs);
-    if (a && a->match.route == TD_ROUTE_MODEL_INFER) {
+    if (a && (a->match.route == TD_ROUTE_MODEL_INFER ||
+              a->match.route == TD_ROUTE_CLASSIFY)) {
         td_entry *e = td_registry_find(&s->registry, a->match.name);
         if (e) {
             if (req->status == 200) {

@@ -41,7 +41,10 @@ void td_infer_job_free(td_infer_job *job)
     if (job->model)
         td_model_unref(job->model);
     free(job->resp);
-    free(job->write_data);
+    if (job->write_free)
+        job->write_free(job->write_data);
+    else
+        free(job->write_data);
     free(job);
 }
 
@@ -102,7 +105,8 @@ static size_t row_bytes(const td_tensor *t)
 static int mergeable(const td_infer_job *first, const td_infer_job *job)
 {
     int k, d;
-    if (job->model != first->model)
+    if (job->model != first->model ||
+        memcmp(&job->oip.params, &first->oip.params, sizeof job->oip.params))
         return 0;
     for (k = 0; k < first->oip.n_inputs; k++) {
         const td_tensor *a = &first->oip.inputs[k], *c = &job->oip.inputs[k];
@@ -162,8 +166,10 @@ static void chunk_work(uv_work_t *w)
     chunk *c = w->data;
     batch *bt = c->bt;
     const td_servable_kind *kind = bt->model->kind;
+    const td_infer_params *params = &bt->jobs[0]->oip.params;
     size_t need = kind->scratch_bytes
-                      ? kind->scratch_bytes(bt->model->impl, c->r1 - c->r0)
+                      ? kind->scratch_bytes(bt->model->impl, params,
+                                            c->r1 - c->r0)
                       : 0;
     td_arena *scratch;
     int k;
@@ -182,8 +188,8 @@ static void chunk_work(uv_work_t *w)
                                  need);
         return;
     }
-    c->status = kind->infer(bt->model->impl, c->inputs, c->outputs, scratch,
-                            &c->err);
+    c->status = kind->infer(bt->model->impl, c->inputs, params, c->outputs,
+                            scratch, &c->err);
     td_scratch_return(bt->b->scratch, scratch);
     if (c->status != TD_OK)
         memset(c->outputs, 0, sizeof c->outputs);
@@ -258,7 +264,8 @@ static void write_work(uv_work_t *w)
 }
 
 static void dispatch(td_batcher *b, td_batch_queue *q);
-static void arm_timer(td_batch_queue *q);
+static void maybe_dispatch(td_batcher *b, td_batch_queue *q);
+static void arm_timer(td_batcher *b, td_batch_queue *q);
 
 static void batch_free(batch *bt)
 {
@@ -312,10 +319,8 @@ static void write_after(uv_work_t *w, int status)
     batch_free(bt);
     b->batches_running--;
     q->running--;
-    /* A worker is free again: what queued meanwhile goes now. */
-    if (q->head)
-        dispatch(b, q);
-    arm_timer(q);
+    /* A worker is free again: what queued meanwhile may go now. */
+    maybe_dispatch(b, q);
 }
 
 static void chunk_after(uv_work_t *w, int status)
@@ -363,6 +368,42 @@ static void dispatch(td_batcher *b, td_batch_queue *q)
     bt->n_in = first->oip.n_inputs;
     bt->n_out = first->model->kind->outputs(first->model->impl,
                                             &(const td_tensor_spec *){NULL});
+    /* Jobs past their deadline are answered 504 instead of computed. */
+    if (b->deadline_ns) {
+        uint64_t now = td_now_ns();
+        link = &q->head;
+        while ((job = *link) != NULL) {
+            if (now - job->req->start_ns > b->deadline_ns) {
+                *link = job->next;
+                q->rows -= job->rows;
+                q->n_jobs--;
+                if (td_http_release(job->req)) {
+                    td_http_respond_error(
+                        job->req, 504,
+                        "deadline of %llu ms passed before the request could "
+                        "run (--request-timeout)",
+                        (unsigned long long)(b->deadline_ns / 1000000u));
+                    td_http_resume(job->req);
+                }
+                td_infer_job_free(job);
+                continue;
+            }
+            link = &job->next;
+        }
+        q->tail = NULL;
+        for (job = q->head; job; job = job->next)
+            q->tail = job;
+        if (!q->head) {
+            free(bt->jobs);
+            free(bt);
+            return;
+        }
+        first = q->head;
+        bt->model = first->model;
+        bt->n_in = first->oip.n_inputs;
+        bt->n_out = first->model->kind->outputs(
+            first->model->impl, &(const td_tensor_spec *){NULL});
+    }
     /* Take the first job, then every later mergeable job that still fits;
      * others keep their place in the queue. */
     link = &q->head;
@@ -428,14 +469,36 @@ static void dispatch(td_batcher *b, td_batch_queue *q)
             chunk_after(&c->work, 0);
         }
     }
-    if (q->head && (q->rows >= q->max_batch || q->running < (int)b->workers))
-        dispatch(b, q);
 }
 
-static void arm_timer(td_batch_queue *q)
+/* The batching policy. At most `workers` batches of a model run at once.
+ * An idle model dispatches at once (no added latency); while some of its
+ * batches run and a worker is still free, a partial batch waits at most
+ * max_delay_us to fill; while every worker is busy, requests queue (up to
+ * max_queue_rows) and leave as soon as one frees. */
+static void maybe_dispatch(td_batcher *b, td_batch_queue *q)
+{
+    while (q->head && q->running < (int)b->workers) {
+        uint64_t waited = td_now_ns() - q->head->t_queued;
+        if (q->running == 0 || q->rows >= q->max_batch || b->closing ||
+            waited >= q->max_delay_us * 1000u) {
+            int before = q->n_jobs;
+            dispatch(b, q);
+            if (q->n_jobs == before)
+                break; /* out of memory: the next event retries */
+        } else {
+            break;
+        }
+    }
+    arm_timer(b, q);
+}
+
+static void arm_timer(td_batcher *b, td_batch_queue *q)
 {
     uint64_t now = td_now_ns(), due, wait_ms;
-    if (!q->head) {
+    /* Only a partial batch waiting beside a free worker needs a wake-up;
+     * otherwise a finishing batch is the event that dispatches. */
+    if (!q->head || q->running >= (int)b->workers) {
         uv_timer_stop(&q->timer);
         return;
     }
@@ -451,8 +514,7 @@ static void on_queue_timer(uv_timer_t *t)
     td_batcher *b = t->data;
     td_batch_queue *q = (td_batch_queue *)((char *)t -
                                            offsetof(td_batch_queue, timer));
-    dispatch(b, q);
-    arm_timer(q);
+    maybe_dispatch(b, q);
 }
 
 /* ------------------------------------------------------------ API */
@@ -478,6 +540,19 @@ void td_batcher_submit(td_batcher *b, td_infer_job *job)
         td_infer_job_free(job);
         return;
     }
+    if (b->max_queue_rows &&
+        (uint64_t)(q->rows + job->rows) > b->max_queue_rows && q->rows > 0) {
+        /* Bounded memory under overload: refuse rather than queue. */
+        td_http_add_header(job->req, "Retry-After", "1");
+        td_http_respond_error(job->req, 503,
+                              "model \"%s\" has %lld rows queued, the limit "
+                              "is %llu (--max-queue); retry later",
+                              q->name, (long long)q->rows,
+                              (unsigned long long)b->max_queue_rows);
+        td_http_resume(job->req);
+        td_infer_job_free(job);
+        return;
+    }
     td_http_hold(job->req);
     td_http_suspend(job->req);
     job->t_queued = td_now_ns();
@@ -489,12 +564,7 @@ void td_batcher_submit(td_batcher *b, td_infer_job *job)
     q->tail = job;
     q->rows += job->rows;
     q->n_jobs++;
-    /* No added latency while a worker is free for this model: batches
-     * form from what queues up while the workers are busy. */
-    if (q->rows >= q->max_batch || q->max_delay_us == 0 || b->closing ||
-        q->running < (int)b->workers)
-        dispatch(b, q);
-    arm_timer(q);
+    maybe_dispatch(b, q);
 }
 
 void td_batcher_flush(td_batcher *b)
@@ -502,8 +572,7 @@ void td_batcher_flush(td_batcher *b)
     td_batch_queue *q;
     b->closing = 1;
     for (q = b->queues; q; q = q->next) {
-        while (q->head)
-            dispatch(b, q);
+        maybe_dispatch(b, q);
         uv_timer_stop(&q->timer);
     }
 }

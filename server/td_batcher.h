@@ -37,6 +37,7 @@ struct td_infer_job {
     int64_t rows;
     td_job_write_fn write;    /* builds resp from this job's output rows */
     void *write_data;         /* for write (e.g. top-k of :classify) */
+    void (*write_free)(void *);/* frees write_data (NULL: free()) */
     td_status status;
     td_error err;
     char *resp;               /* owned until responded */
@@ -76,6 +77,9 @@ typedef struct td_batcher {
     td_batch_queue *queues;     /* one per model name, created on demand */
     unsigned batches_running;
     int closing;
+    uint64_t max_queue_rows;    /* per model; past it 503 + Retry-After */
+    uint64_t deadline_ns;       /* a job older than this when its batch
+                                   forms is answered 504, not computed */
 } td_batcher;
 
 void td_batcher_init(td_batcher *b, uv_loop_t *loop, td_scratch_pool *scratch,

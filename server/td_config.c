@@ -29,6 +29,17 @@ typedef enum key_id {
     K_CONNECTION_TIMEOUT,
     K_MAX_BATCH,
     K_BATCH_DELAY_US,
+    K_MAX_IMAGES,
+    K_MAX_IMAGE_PIXELS,
+    K_TOKENS,
+    K_PROTECT_READS,
+    K_TLS_CERT,
+    K_TLS_KEY,
+    K_REQUEST_TIMEOUT,
+    K_MAX_QUEUE,
+    K_MAX_JOBS,
+    K_MAX_CONNECTIONS_PER_IP,
+    K_ORACLE_MODE,
     K_CONFIG,
     K_COUNT
 } key_id;
@@ -38,7 +49,11 @@ const char *const td_config_keys[] = {
     "listen",          "models",          "state",
     "threads",         "max-body",        "log-level",
     "drain-timeout",   "max-connections", "connection-timeout",
-    "max-batch",       "batch-delay-us",  "config",
+    "max-batch",       "batch-delay-us",  "max-images",
+    "max-image-pixels", "tokens",       "protect-reads",
+    "tls-cert",        "tls-key",         "request-timeout",
+    "max-queue",       "max-jobs",        "max-connections-per-ip",
+    "oracle-mode",     "config",
     NULL};
 
 static int lookup_key(const char *name, size_t len, key_id *id)
@@ -85,6 +100,13 @@ void td_config_defaults(td_config *c)
     c->connection_timeout_s = 60;
     c->max_batch = 32;
     c->batch_delay_us = 2000;
+    c->max_images = 64;
+    c->max_image_pixels = 40000000;
+    c->request_timeout_ms = 30000;
+    c->max_queue = 1024;
+    c->max_jobs = 16;
+    c->max_connections_per_ip = 0;
+    strcpy(c->oracle_mode, "labels");
 }
 
 /* ---- value parsers: full-string checks, no sign, no overflow ---- */
@@ -193,6 +215,24 @@ bad:
                         SECONDS_MAX, value);
 }
 
+static td_status set_bool(int *dst, const char *value, td_error *err)
+{
+    if (!strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "1") ||
+        !strcmp(value, "on")) {
+        *dst = 1;
+        return TD_OK;
+    }
+    if (!strcmp(value, "no") || !strcmp(value, "false") || !strcmp(value, "0") ||
+        !strcmp(value, "off")) {
+        *dst = 0;
+        return TD_OK;
+    }
+    return td_error_set(err, TD_EINVAL,
+                        "expected yes or no (true/false, on/off, 1/0), got "
+                        "\"%s\"",
+                        value);
+}
+
 static td_status set_path(char *dst, size_t cap, const char *value,
                           const char *what, td_error *err)
 {
@@ -296,6 +336,46 @@ static td_status apply(td_config *c, key_id id, const char *value,
         return set_uint(&c->max_batch, value, 1, 4096, err);
     case K_BATCH_DELAY_US:
         return set_uint(&c->batch_delay_us, value, 0, 10000000u, err);
+    case K_MAX_IMAGES:
+        return set_uint(&c->max_images, value, 1, 4096, err);
+    case K_MAX_IMAGE_PIXELS: {
+        uint64_t px;
+        td_status st = set_size(&px, value, err);
+        if (st == TD_OK && px > 1000000000u)
+            st = td_error_set(err, TD_EINVAL,
+                              "max-image-pixels: at most 1000000000");
+        if (st == TD_OK)
+            c->max_image_pixels = px;
+        return st;
+    }
+    case K_TOKENS:
+        return set_path(c->tokens_path, sizeof c->tokens_path, value,
+                        "file name", err);
+    case K_PROTECT_READS:
+        return set_bool(&c->protect_reads, value, err);
+    case K_TLS_CERT:
+        return set_path(c->tls_cert, sizeof c->tls_cert, value, "file name",
+                        err);
+    case K_TLS_KEY:
+        return set_path(c->tls_key, sizeof c->tls_key, value, "file name",
+                        err);
+    case K_REQUEST_TIMEOUT:
+        return set_seconds_ms(&c->request_timeout_ms, value, err);
+    case K_MAX_QUEUE:
+        return set_uint(&c->max_queue, value, 1, 1000000u, err);
+    case K_MAX_JOBS:
+        return set_uint(&c->max_jobs, value, 1, 10000u, err);
+    case K_MAX_CONNECTIONS_PER_IP:
+        return set_uint(&c->max_connections_per_ip, value, 0,
+                        CONNECTIONS_MAX, err);
+    case K_ORACLE_MODE:
+        if (strcmp(value, "labels") != 0 && strcmp(value, "treecover") != 0)
+            return td_error_set(err, TD_EINVAL,
+                                "oracle-mode: expected labels or treecover, "
+                                "got \"%s\"",
+                                value);
+        snprintf(c->oracle_mode, sizeof c->oracle_mode, "%s", value);
+        return TD_OK;
     case K_CONFIG:
         return set_path(c->config_path, sizeof c->config_path, value,
                         "file name", err);
@@ -587,6 +667,29 @@ void td_config_usage(FILE *out, const char *argv0)
             "to fill\n"
             "                           while the workers are busy "
             "(default 2000)\n"
+            "  --max-images N           images in one :classify request "
+            "(default 64)\n"
+            "  --max-image-pixels N     width x height of one image, "
+            "checked before\n"
+            "                           decoding (default 40000000)\n"
+            "  --tokens FILE            bearer tokens (one per line) that "
+            "guard every\n"
+            "                           endpoint changing state; reread on "
+            "SIGHUP\n"
+            "  --protect-reads yes|no   require a token for reads too "
+            "(health excepted)\n"
+            "  --tls-cert FILE, --tls-key FILE\n"
+            "                           serve HTTPS with this PEM "
+            "certificate and key\n"
+            "  --request-timeout SECONDS  a request not answered by then "
+            "is 504 (default 30)\n"
+            "  --max-queue N            rows queued per model before 503 "
+            "(default 1024)\n"
+            "  --max-jobs N             graph builds queued or running "
+            "before 503 (default 16)\n"
+            "  --max-connections-per-ip N  0 = unlimited (default)\n"
+            "  --oracle-mode labels|treecover  default mode for submitted "
+            "graphs\n"
             "  --config FILE            read settings from FILE first; "
             "flags override it\n"
             "  -h, --help               show this help and exit\n"

@@ -48,6 +48,19 @@ typedef struct td_config {
     unsigned batch_delay_us;   /* --batch-delay-us US: longest a queued
                                   request waits while workers are busy,
                                   default 2000 */
+    unsigned max_images;       /* --max-images N: images per :classify
+                                  request, 1..4096, default 64 */
+    uint64_t max_image_pixels; /* --max-image-pixels N: width x height,
+                                  checked before decoding, default 40M */
+    char tokens_path[4096];    /* --tokens FILE, "" = no auth */
+    int protect_reads;         /* --protect-reads yes|no, default no */
+    char tls_cert[4096];       /* --tls-cert FILE (PEM), "" = plain HTTP */
+    char tls_key[4096];        /* --tls-key FILE (PEM) */
+    unsigned request_timeout_ms; /* --request-timeout SECONDS, default 30 */
+    unsigned max_queue;        /* --max-queue N rows per model, default 1024 */
+    unsigned max_jobs;         /* --max-jobs N graph builds, default 16 */
+    unsigned max_connections_per_ip; /* 0 = unlimited (default) */
+    char oracle_mode[16];      /* --oracle-mode, default "labels" */
     char config_path[4096];    /* --config FILE, "" if none */
 } td_config;
 

@@ -88,7 +88,10 @@ typedef struct td_http_options {
     int listen_fd;               /* >= 0: use this socket (LISTEN_FDS) */
     uint64_t max_body;           /* bytes */
     unsigned max_connections;
+    unsigned max_connections_per_ip;  /* 0 = unlimited */
     unsigned connection_timeout_s;
+    const char *tls_cert_pem;         /* NULL: plain HTTP */
+    const char *tls_key_pem;
 } td_http_options;
 
 /* Start listening. The returned server is owned by the caller and freed by

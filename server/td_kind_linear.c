@@ -106,6 +106,7 @@ static const char *const *linear_labels(const void *impl, int *n)
 
 /* in: (N,F) row-major; out: (N,C) */
 static td_status linear_infer(const void *impl, const td_tensor *inputs,
+                              const td_infer_params *params,
                               td_tensor *outputs, td_arena *scratch,
                               td_error *err)
 {
@@ -113,6 +114,7 @@ static td_status linear_infer(const void *impl, const td_tensor *inputs,
     const float *x = inputs[0].data;
     int n = (int)inputs[0].shape[0], i, c;
     (void)scratch;
+    (void)params;
     size_t bytes = (size_t)n * (size_t)m->classes * sizeof(float);
     float *y = malloc(bytes ? bytes : 1);
     if (!y)

@@ -345,6 +345,21 @@ td_status td_oip_parse(const char *body, size_t len, size_t json_len,
     id = json_object_get(root, "id");
     if (id && json_is_string(id))
         req->id = strdup(json_string_value(id));
+    {
+        json_t *params = json_object_get(root, "parameters");
+        json_t *exact = params ? json_object_get(params, "exact") : NULL;
+        if (params && !json_is_object(params)) {
+            st = td_error_set(err, TD_EINVAL,
+                              "\"parameters\" must be an object");
+            goto out;
+        }
+        if (exact && !json_is_boolean(exact)) {
+            st = td_error_set(err, TD_EINVAL,
+                              "parameters.exact must be true or false");
+            goto out;
+        }
+        req->params.exact = exact && json_is_true(exact);
+    }
     inputs = json_object_get(root, "inputs");
     if (!json_is_array(inputs)) {
         st = td_error_set(err, TD_EINVAL,

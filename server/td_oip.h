@@ -32,6 +32,7 @@ typedef struct td_oip_request {
     int n_inputs;
     td_oip_output_req outputs[TD_OIP_MAX_TENSORS];
     int n_outputs;                 /* 0: every declared output */
+    td_infer_params params;        /* from the request's "parameters" */
 } td_oip_request;
 
 typedef struct td_oip_limits {

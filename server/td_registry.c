@@ -63,6 +63,13 @@ static td_status model_load(const char *path, const char *name,
     }
     kind_name = td_st_meta_get(&m->file, "kind");
     if (!kind_name) {
+        /* A timm TinyNet checkpoint exactly as downloaded carries no
+         * "kind"; its tensor names say what it is (its sidecar gives the
+         * architecture). */
+        if (td_st_find(&m->file, "conv_stem.weight"))
+            kind_name = "tinynet";
+    }
+    if (!kind_name) {
         st = td_error_set(err, TD_EFORMAT,
                           "metadata \"kind\" is missing: cannot tell what "
                           "this file serves");
@@ -134,17 +141,20 @@ typedef struct scan_item {
 typedef struct scan_known {
     char name[TD_NAME_MAX + 1];
     td_file_id tried;
+    int unloaded;
 } scan_known;
 
 typedef struct scan_job {
     uv_work_t work;
     td_registry *r;
-    char *dir;
+    char *dirs[TD_REGISTRY_MAX_DIRS];
+    int n_dirs;
     scan_known *known;
     size_t n_known;
     scan_item *items;
     size_t n_items, cap_items;
     char *dir_error;
+    uint64_t gen;
 } scan_job;
 
 static int item_cmp(const void *a, const void *b)
@@ -161,16 +171,27 @@ static const scan_known *known_find(const scan_job *job, const char *name)
     return NULL;
 }
 
-static void scan_work(uv_work_t *w)
+static int item_seen(const scan_job *job, const char *name)
 {
-    scan_job *job = w->data;
-    DIR *d = opendir(job->dir);
+    size_t i;
+    for (i = 0; i < job->n_items; i++)
+        if (strcmp(job->items[i].name, name) == 0)
+            return 1;
+    return 0;
+}
+
+static void scan_dir(scan_job *job, const char *dir, int required)
+{
+    DIR *d = opendir(dir);
     struct dirent *de;
     if (!d) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "cannot read the repository %s: %s",
-                 job->dir, strerror(errno));
-        job->dir_error = strdup(msg);
+        if (required || errno != ENOENT) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "cannot read the repository %s: %s",
+                     dir, strerror(errno));
+            free(job->dir_error);
+            job->dir_error = strdup(msg);
+        }
         return;
     }
     while ((de = readdir(d)) != NULL) {
@@ -178,11 +199,27 @@ static void scan_work(uv_work_t *w)
         struct stat sb;
         scan_item *it;
         const scan_known *k;
-        if (!td_registry_servable_name(de->d_name, name, sizeof name))
+        if (!td_registry_servable_name(de->d_name, name, sizeof name)) {
+            size_t n = strlen(de->d_name);
+            /* Tell the operator why a model file is not served. */
+            if (de->d_name[0] != '.' && n > 12 &&
+                strcmp(de->d_name + n - 12, ".safetensors") == 0)
+                TD_LOG_WARN(job->r->log,
+                            "skipping %s/%s: a model name must be 1 to %d "
+                            "characters of A-Z a-z 0-9 _ - .",
+                            dir, de->d_name, TD_NAME_MAX);
             continue;
-        snprintf(path, sizeof path, "%s/%s", job->dir, de->d_name);
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
             continue;
+        if (item_seen(job, name)) {
+            TD_LOG_WARN(job->r->log,
+                        "%s: the name \"%s\" is already served from an "
+                        "earlier directory; ignoring this file",
+                        path, name);
+            continue;
+        }
         if (job->n_items == job->cap_items) {
             size_t cap = job->cap_items ? job->cap_items * 2 : 16;
             scan_item *grown = realloc(job->items, cap * sizeof *grown);
@@ -200,7 +237,7 @@ static void scan_work(uv_work_t *w)
         it->id.mtime_ns =
             (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
         k = known_find(job, name);
-        if (k && file_id_eq(&k->tried, &it->id)) {
+        if (k && (k->unloaded || file_id_eq(&k->tried, &it->id))) {
             it->action = ITEM_UNCHANGED;
         } else {
             td_error err;
@@ -214,7 +251,18 @@ static void scan_work(uv_work_t *w)
         }
     }
     closedir(d);
-    qsort(job->items, job->n_items, sizeof *job->items, item_cmp);
+}
+
+static void scan_work(uv_work_t *w)
+{
+    scan_job *job = w->data;
+    int i;
+    /* The repository itself must be readable; the daemon's own
+     * directories may not exist yet. */
+    for (i = 0; i < job->n_dirs; i++)
+        scan_dir(job, job->dirs[i], i == 0);
+    if (job->n_items > 1)
+        qsort(job->items, job->n_items, sizeof *job->items, item_cmp);
 }
 
 static void scan_job_free(scan_job *job)
@@ -227,7 +275,8 @@ static void scan_job_free(scan_job *job)
     }
     free(job->items);
     free(job->known);
-    free(job->dir);
+    for (i = 0; i < (size_t)job->n_dirs; i++)
+        free(job->dirs[i]);
     free(job->dir_error);
     free(job);
 }
@@ -247,12 +296,17 @@ static void scan_start(td_registry *r)
 {
     scan_job *job = calloc(1, sizeof *job);
     size_t i;
-    if (!job || !(job->dir = strdup(r->dir)) ||
-        !(job->known = calloc(r->n_entries + 1, sizeof *job->known))) {
-        if (job) {
-            free(job->dir);
-            free(job);
-        }
+    int oom = !job;
+    for (i = 0; !oom && i < (size_t)r->n_dirs; i++) {
+        job->dirs[i] = strdup(r->dirs[i]);
+        job->n_dirs++;
+        oom = !job->dirs[i];
+    }
+    if (!oom)
+        oom = !(job->known = calloc(r->n_entries + 1, sizeof *job->known));
+    if (oom) {
+        if (job)
+            scan_job_free(job);
         TD_LOG_ERR(r->log, "repository scan: out of memory");
         return;
     }
@@ -262,8 +316,10 @@ static void scan_start(td_registry *r)
         snprintf(job->known[i].name, sizeof job->known[i].name, "%s",
                  r->entries[i].name);
         job->known[i].tried = r->entries[i].tried;
+        job->known[i].unloaded = r->entries[i].unloaded;
     }
     job->work.data = job;
+    job->gen = ++r->gen_started;
     r->scanning = 1;
     if (uv_queue_work(r->loop, &job->work, scan_work, scan_after) != 0) {
         r->scanning = 0;
@@ -306,7 +362,8 @@ static void scan_after(uv_work_t *w, int status)
         } else {
             snprintf(e->name, sizeof e->name, "%s", it->name);
         }
-        e->tried = it->id;
+        if (!e->unloaded)
+            e->tried = it->id;
         if (it->action == ITEM_LOADED) {
             if (e->model)
                 td_model_unref(e->model);
@@ -346,15 +403,31 @@ static void scan_after(uv_work_t *w, int status)
     free(r->entries);
     r->entries = next;
     r->n_entries = job->n_items;
-    if (failed)
-        r->reloads_failed++;
-    else
-        r->reloads_ok++;
+    r->reloads_ok++;
+    r->load_failures += (uint64_t)failed;
 done:
-    scan_job_free(job);
-    r->scanned_once = 1;
-    if (r->on_done)
-        r->on_done(r->app, changed, failed);
+    {
+        uint64_t gen = job->gen;
+        size_t kept = 0, k;
+        scan_job_free(job);
+        r->scanned_once = 1;
+        if (r->on_done)
+            r->on_done(r->app, changed, failed);
+        /* Waiters whose scan has now run. Take them off the list before
+         * calling them: a callback may add waiters. */
+        td_registry_waiter *due = malloc((r->n_waiters + 1) * sizeof *due);
+        size_t n_due = 0;
+        for (k = 0; k < r->n_waiters; k++) {
+            if (r->waiters[k].gen <= gen && due)
+                due[n_due++] = r->waiters[k];
+            else
+                r->waiters[kept++] = r->waiters[k];
+        }
+        r->n_waiters = kept;
+        for (k = 0; k < n_due; k++)
+            due[k].fn(due[k].arg);
+        free(due);
+    }
     if (r->rescan_requested) {
         r->rescan_requested = 0;
         scan_start(r);
@@ -363,18 +436,27 @@ done:
 
 /* ------------------------------------------------------------ API */
 
-td_status td_registry_init(td_registry *r, uv_loop_t *loop, const char *dir,
+td_status td_registry_init(td_registry *r, uv_loop_t *loop,
+                           const char *const *dirs, int n_dirs,
                            const td_log *log, td_registry_done_fn on_done,
                            void *app, td_error *err)
 {
+    int i;
     memset(r, 0, sizeof *r);
     r->loop = loop;
     r->log = log;
     r->on_done = on_done;
     r->app = app;
-    r->dir = strdup(dir);
-    if (!r->dir)
-        return td_error_set(err, TD_ENOMEM, "out of memory");
+    if (n_dirs < 1 || n_dirs > TD_REGISTRY_MAX_DIRS)
+        return td_error_set(err, TD_EINVAL, "bad repository directory count");
+    for (i = 0; i < n_dirs; i++) {
+        r->dirs[i] = strdup(dirs[i]);
+        if (!r->dirs[i]) {
+            td_registry_free(r);
+            return td_error_set(err, TD_ENOMEM, "out of memory");
+        }
+        r->n_dirs++;
+    }
     return TD_OK;
 }
 
@@ -385,6 +467,50 @@ void td_registry_scan(td_registry *r)
         return;
     }
     scan_start(r);
+}
+
+int td_registry_scan_then(td_registry *r, td_registry_wait_fn fn, void *arg)
+{
+    if (r->n_waiters == r->cap_waiters) {
+        size_t cap = r->cap_waiters ? r->cap_waiters * 2 : 8;
+        td_registry_waiter *grown = realloc(r->waiters, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        r->waiters = grown;
+        r->cap_waiters = cap;
+    }
+    r->waiters[r->n_waiters].gen = r->gen_started + 1;
+    r->waiters[r->n_waiters].fn = fn;
+    r->waiters[r->n_waiters].arg = arg;
+    r->n_waiters++;
+    td_registry_scan(r);
+    return 0;
+}
+
+td_status td_registry_unload(td_registry *r, const char *name,
+                             td_error *err)
+{
+    td_entry *e = td_registry_find(r, name);
+    if (!e)
+        return td_error_set(err, TD_ENOTFOUND, "unknown model \"%s\"", name);
+    e->unloaded = 1;
+    if (e->model) {
+        td_model_unref(e->model);
+        e->model = NULL;
+    }
+    free(e->reason);
+    e->reason = NULL;
+    TD_LOG_INFO(r->log, "model %s: unloaded on request", name);
+    return TD_OK;
+}
+
+void td_registry_mark_load(td_registry *r, const char *name)
+{
+    td_entry *e = td_registry_find(r, name);
+    if (!e)
+        return;
+    e->unloaded = 0;
+    memset(&e->tried, 0, sizeof e->tried); /* read the file again */
 }
 
 td_entry *td_registry_find(td_registry *r, const char *name)
@@ -414,10 +540,13 @@ td_model *td_registry_acquire(td_registry *r, const char *name)
 
 void td_registry_free(td_registry *r)
 {
-    size_t i;
-    for (i = 0; i < r->n_entries; i++)
-        entry_clear(&r->entries[i]);
+    size_t e;
+    int i;
+    for (e = 0; e < r->n_entries; e++)
+        entry_clear(&r->entries[e]);
     free(r->entries);
-    free(r->dir);
+    free(r->waiters);
+    for (i = 0; i < r->n_dirs; i++)
+        free(r->dirs[i]);
     memset(r, 0, sizeof *r);
 }

@@ -53,32 +53,65 @@ typedef struct td_entry {
     char name[TD_NAME_MAX + 1];
     td_model *model;   /* the version serving, or NULL; one reference */
     char *reason;      /* owned: why the last load failed, or NULL */
+    int unloaded;      /* unloaded on request: scans leave it unloaded
+                          until a load request */
     td_file_id tried;  /* the file version last attempted */
     /* Triton-style counters (loop thread). */
     uint64_t success, failure, inferences;
 } td_entry;
 
 typedef void (*td_registry_done_fn)(void *app, int changed, int failed);
+typedef void (*td_registry_wait_fn)(void *arg);
+
+typedef struct td_registry_waiter {
+    uint64_t gen;            /* the first scan generation that satisfies it */
+    td_registry_wait_fn fn;
+    void *arg;
+} td_registry_waiter;
+
+#define TD_REGISTRY_MAX_DIRS 4
 
 typedef struct td_registry {
     uv_loop_t *loop;
     const td_log *log;
-    char *dir;              /* owned */
+    char *dirs[TD_REGISTRY_MAX_DIRS]; /* owned; earlier dirs win on names */
+    int n_dirs;
     td_entry *entries;      /* owned, sorted by name */
     size_t n_entries;
     int scanning;
     int rescan_requested;
     int scanned_once;
-    uint64_t reloads_ok, reloads_failed;
+    uint64_t reloads_ok, reloads_failed; /* scans; failed = dir unreadable */
+    uint64_t load_failures;              /* files that failed to load */
     td_registry_done_fn on_done;
     void *app;
+    uint64_t gen_started;    /* scans started so far */
+    td_registry_waiter *waiters;
+    size_t n_waiters, cap_waiters;
 } td_registry;
 
-td_status td_registry_init(td_registry *r, uv_loop_t *loop, const char *dir,
+/* dirs: the repository first (--models), then directories the daemon
+ * fills itself (oracles built from submitted graphs). A name found in an
+ * earlier directory hides the same name in a later one. */
+td_status td_registry_init(td_registry *r, uv_loop_t *loop,
+                           const char *const *dirs, int n_dirs,
                            const td_log *log, td_registry_done_fn on_done,
                            void *app, td_error *err);
 /* Start a scan on the pool; a scan requested while one runs is queued. */
 void td_registry_scan(td_registry *r);
+/* Scan, and call fn(arg) on the loop thread once a scan that started after
+ * this call has finished (Triton's synchronous load). Returns -1 on
+ * out-of-memory (fn will not be called). */
+int td_registry_scan_then(td_registry *r, td_registry_wait_fn fn, void *arg);
+/* Explicit model control. unload drops the serving version (requests in
+ * flight finish on it) and keeps the name unloaded across rescans; load
+ * clears that and forces the file to be read again at the next scan.
+ * Both return TD_ENOTFOUND for an unknown name (load: the caller scans
+ * first). */
+td_status td_registry_unload(td_registry *r, const char *name,
+                             td_error *err);
+void td_registry_mark_load(td_registry *r, const char *name);
+
 /* The entry called name, or NULL. */
 td_entry *td_registry_find(td_registry *r, const char *name);
 /* A reference to the serving model called name (NULL if none or failed);

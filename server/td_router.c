@@ -27,6 +27,15 @@ static const route_pattern routes[] = {
     {TD_METHOD_POST, "/v2/models/{name}/versions/{version}/infer",
      TD_ROUTE_MODEL_INFER},
     {TD_METHOD_GET, "/metrics", TD_ROUTE_METRICS},
+    {TD_METHOD_POST, "/v1/models/{name}:classify", TD_ROUTE_CLASSIFY},
+    {TD_METHOD_POST, "/v2/repository/index", TD_ROUTE_REPO_INDEX},
+    {TD_METHOD_POST, "/v2/repository/models/{name}/load", TD_ROUTE_REPO_LOAD},
+    {TD_METHOD_POST, "/v2/repository/models/{name}/unload",
+     TD_ROUTE_REPO_UNLOAD},
+    {TD_METHOD_POST, "/v1/graphs", TD_ROUTE_GRAPH_SUBMIT},
+    {TD_METHOD_GET, "/v1/graphs", TD_ROUTE_GRAPH_LIST},
+    {TD_METHOD_GET, "/v1/graphs/{name}", TD_ROUTE_GRAPH_GET},
+    {TD_METHOD_DELETE, "/v1/graphs/{name}", TD_ROUTE_GRAPH_DELETE},
 };
 
 static const char *const route_labels[] = {
@@ -73,11 +82,17 @@ static int match(const char *pattern, const char *path, td_match *m)
         slen = se ? (size_t)(se - s) : strlen(s);
         if (slen == 0)
             return 0;
-        if (plen == 6 && strncmp(p, "{name}", 6) == 0) {
-            if (slen > TD_NAME_MAX)
+        if (plen >= 6 && strncmp(p, "{name}", 6) == 0) {
+            /* "{name}:verb": the name is what precedes the suffix. */
+            size_t suffix = plen - 6, nlen;
+            if (slen <= suffix ||
+                strncmp(s + slen - suffix, p + 6, suffix) != 0)
                 return 0;
-            memcpy(m->name, s, slen);
-            m->name[slen] = '\0';
+            nlen = slen - suffix;
+            if (nlen > TD_NAME_MAX)
+                return 0;
+            memcpy(m->name, s, nlen);
+            m->name[nlen] = '\0';
         } else if (plen == 9 && strncmp(p, "{version}", 9) == 0) {
             if (slen >= sizeof m->version)
                 return 0;

@@ -18,6 +18,14 @@
     X(MODEL_READY, "model_ready")        \
     X(MODEL_INFER, "model_infer")        \
     X(METRICS, "metrics")                \
+    X(GRAPH_SUBMIT, "graph_submit")      \
+    X(GRAPH_LIST, "graph_list")          \
+    X(GRAPH_GET, "graph_get")            \
+    X(GRAPH_DELETE, "graph_delete")      \
+    X(CLASSIFY, "classify")              \
+    X(REPO_INDEX, "repository_index")    \
+    X(REPO_LOAD, "repository_load")      \
+    X(REPO_UNLOAD, "repository_unload")  \
     X(UNMATCHED, "unmatched")
 
 typedef enum td_route_id {

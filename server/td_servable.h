@@ -21,6 +21,7 @@
 
 #include "td_arena.h"
 #include "td_err.h"
+#include "td_image.h"
 #include "td_safetensors.h"
 
 typedef struct td_tensor {
@@ -31,6 +32,12 @@ typedef struct td_tensor {
     void *data;      /* owned by whoever filled the tensor; see below */
     size_t nbytes;
 } td_tensor;
+
+/* Request-level options (OIP "parameters") that reach the engine.
+ * Requests are batched together only when these are equal. */
+typedef struct td_infer_params {
+    int exact;   /* oracles: exact distances instead of (1+eps) bounds */
+} td_infer_params;
 
 /* A declared input or output; shape -1 means any size (the batch). */
 typedef struct td_tensor_spec {
@@ -63,9 +70,14 @@ typedef struct td_servable_kind {
      * worker's arena, reset before the call, at least scratch_bytes(rows)
      * large. */
     td_status (*infer)(const void *impl, const td_tensor *inputs,
-                       td_tensor *outputs, td_arena *scratch, td_error *err);
+                       const td_infer_params *params, td_tensor *outputs,
+                       td_arena *scratch, td_error *err);
+    /* Image classifiers: how an image becomes the first input (timm's eval
+     * transform). NULL for kinds that do not take images. */
+    void (*image_transform)(const void *impl, td_image_transform *tf);
     /* Scratch bytes a batch of `rows` needs (NULL: none). */
-    size_t (*scratch_bytes)(const void *impl, int64_t rows);
+    size_t (*scratch_bytes)(const void *impl, const td_infer_params *params,
+                            int64_t rows);
 } td_servable_kind;
 
 /* NULL-terminated table of every kind this daemon serves. */

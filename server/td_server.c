@@ -3,7 +3,11 @@
 
 #include "td_server.h"
 
+#include "td_file.h"
+
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +49,14 @@ static void on_scan_done(void *app, int changed, int failed)
         send_ready(s);
 }
 
+/* A graph job produced or removed an oracle: rescan. */
+static void on_oracles_changed(void *app)
+{
+    td_server *s = app;
+    if (!s->draining)
+        td_registry_scan(&s->registry);
+}
+
 static void on_watchdog(uv_timer_t *t)
 {
     td_server *s = t->data;
@@ -69,6 +81,7 @@ static void close_handle(td_server *s, uv_handle_t *h)
 static void finish_shutdown(td_server *s)
 {
     unsigned left = td_http_in_flight(s->http);
+    unsigned computing = td_http_in_pool(s->http);
     if (left)
         TD_LOG_WARN(&s->log,
                     "drain timeout: answering %u unfinished requests with "
@@ -84,9 +97,15 @@ static void finish_shutdown(td_server *s)
     close_handle(s, (uv_handle_t *)&s->sig_int);
     close_handle(s, (uv_handle_t *)&s->sig_hup);
     td_batcher_close(&s->batcher);
-    /* Work still on the pool (an abandoned request, a scan) must not keep
-     * the process alive past the drain. */
-    uv_stop(&s->loop);
+    td_jobs_stop(&s->jobs);
+    td_jobs_close(&s->jobs);
+    /* Requests abandoned at the drain timeout may still be computing: they
+     * must not keep the process alive. Anything else (a rescan) ends by
+     * itself, and the loop returns once it has. */
+    if (computing) {
+        s->abandoned = 1;
+        uv_stop(&s->loop);
+    }
     TD_LOG_INFO(&s->log, "stopped");
 }
 
@@ -125,6 +144,14 @@ static void on_signal(uv_signal_t *h, int signum)
         if (s->draining)
             return;
         TD_LOG_INFO(&s->log, "SIGHUP: rescanning %s", s->cfg.models_dir);
+        if (s->cfg.tokens_path[0]) {
+            if (td_auth_load(&s->auth, s->cfg.tokens_path, &err) != TD_OK)
+                TD_LOG_ERR(&s->log,
+                           "tokens not reloaded, the previous ones stay: %s",
+                           err.msg);
+            else
+                TD_LOG_INFO(&s->log, "tokens reloaded: %d", s->auth.n);
+        }
         if (td_notify_reloading(&s->notify, &err) != TD_OK)
             TD_LOG_WARN(&s->log, "sd_notify: %s", err.msg);
         s->reloading = 1;
@@ -132,6 +159,22 @@ static void on_signal(uv_signal_t *h, int signum)
         return;
     }
     begin_shutdown(s, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* systemd socket activation: the first passed descriptor, or -1. */
+static int activated_socket(void)
+{
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    int fd = 3;
+    if (!pid || !fds || atol(pid) != (long)getpid() || atoi(fds) < 1)
+        return -1;
+    /* Ours alone: children must not inherit it. */
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    return fd;
 }
 
 static int64_t wall_ms(void)
@@ -147,6 +190,7 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
     td_http_handlers handlers = {td_api_on_headers, td_api_on_body,
                                  td_api_on_complete};
     td_status st;
+    char *tls_cert = NULL, *tls_key = NULL;
     int rc;
 
     memset(s, 0, sizeof *s);
@@ -159,26 +203,68 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
     st = td_notify_init(&s->notify, err);
     if (st != TD_OK)
         goto fail_loop;
-    st = td_registry_init(&s->registry, &s->loop, cfg->models_dir, &s->log,
-                          on_scan_done, s, err);
+    {
+        char oracles[4096 + 16];
+        const char *dirs[2];
+        snprintf(oracles, sizeof oracles, "%s/oracles", cfg->state_dir);
+        dirs[0] = cfg->models_dir;
+        dirs[1] = oracles;
+        st = td_registry_init(&s->registry, &s->loop, dirs, 2, &s->log,
+                              on_scan_done, s, err);
+    }
     if (st != TD_OK)
         goto fail_notify;
-    /* A pool thread borrows at most one arena at a time. */
-    if (td_scratch_init(&s->scratch, (int)cfg->threads) != 0) {
+    /* A pool thread borrows at most one arena at a time (the pool has
+     * --threads + 2 threads; see main.c). */
+    if (td_scratch_init(&s->scratch, (int)cfg->threads + 2) != 0) {
         st = td_error_set(err, TD_ENOMEM, "out of memory");
         goto fail_registry_only;
     }
     td_batcher_init(&s->batcher, &s->loop, &s->scratch, cfg->threads,
                     (int)cfg->max_batch, cfg->batch_delay_us);
+    s->cfg_oracle_mode = s->cfg.oracle_mode;
+    s->batcher.max_queue_rows = cfg->max_queue;
+    s->batcher.deadline_ns = (uint64_t)cfg->request_timeout_ms * 1000000u;
+    if (cfg->tokens_path[0]) {
+        st = td_auth_load(&s->auth, cfg->tokens_path, err);
+        if (st != TD_OK)
+            goto fail_batcher_only;
+    }
+    st = td_jobs_init(&s->jobs, &s->loop, cfg->state_dir, cfg->max_jobs,
+                      &s->log, on_oracles_changed, s, err);
+    if (st != TD_OK)
+        goto fail_batcher;
 
     memset(&hopt, 0, sizeof hopt);
     hopt.host = cfg->host;
     hopt.port = cfg->port;
-    hopt.listen_fd = -1;
+    hopt.listen_fd = activated_socket();
+    hopt.max_connections_per_ip = cfg->max_connections_per_ip;
+    if (cfg->tls_cert[0] || cfg->tls_key[0]) {
+        size_t len;
+        if (!cfg->tls_cert[0] || !cfg->tls_key[0]) {
+            st = td_error_set(err, TD_EINVAL,
+                              "--tls-cert and --tls-key go together");
+            goto fail_registry;
+        }
+        if ((st = td_file_read(cfg->tls_cert, 1 << 20, &tls_cert, &len,
+                               err)) != TD_OK ||
+            (st = td_file_read(cfg->tls_key, 1 << 20, &tls_key, &len,
+                               err)) != TD_OK)
+            goto fail_registry;
+        hopt.tls_cert_pem = tls_cert;
+        hopt.tls_key_pem = tls_key;
+    }
     hopt.max_body = cfg->max_body;
     hopt.max_connections = cfg->max_connections;
     hopt.connection_timeout_s = cfg->connection_timeout_s;
     st = td_http_start(&s->loop, &hopt, &handlers, s, &s->log, &s->http, err);
+    /* MHD keeps its own copies of the PEM data. */
+    if (tls_key)
+        memset(tls_key, 0, strlen(tls_key));
+    free(tls_cert);
+    free(tls_key);
+    tls_cert = tls_key = NULL;
     if (st != TD_OK)
         goto fail_registry;
 
@@ -199,7 +285,12 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
         uv_timer_start(&s->watchdog, on_watchdog, 0, ms ? ms : 1);
     }
     signal(SIGPIPE, SIG_IGN);
-    TD_LOG_INFO(&s->log, "listening on http://%s%s%s:%u (models %s, state %s)",
+    /* Past RLIMIT_FSIZE a write must fail with EFBIG (the atomic writer
+     * then keeps the previous file and the job reports it), not kill the
+     * daemon with SIGXFSZ's default action. */
+    signal(SIGXFSZ, SIG_IGN);
+    TD_LOG_INFO(&s->log, "listening on %s://%s%s%s:%u (models %s, state %s)",
+                cfg->tls_cert[0] ? "https" : "http",
                 strchr(cfg->host, ':') ? "[" : "", cfg->host,
                 strchr(cfg->host, ':') ? "]" : "",
                 (unsigned)td_http_port(s->http), cfg->models_dir,
@@ -208,6 +299,13 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
     return TD_OK;
 
 fail_registry:
+    free(tls_cert);
+    free(tls_key);
+    td_jobs_stop(&s->jobs);
+    td_jobs_close(&s->jobs);
+fail_batcher:
+    td_auth_free(&s->auth);
+fail_batcher_only:
     td_batcher_close(&s->batcher);
     td_scratch_free(&s->scratch);
 fail_registry_only:
@@ -230,9 +328,11 @@ int td_server_run(td_server *s)
 
 void td_server_free(td_server *s)
 {
-    /* Pool work may still hold the loop; the registry is freed only if
-     * nothing is scanning. The process exits right after. */
-    if (!s->registry.scanning) {
+    /* Work abandoned at the drain timeout may still use the arenas and the
+     * models; the process exits right after, so leave them. */
+    td_auth_free(&s->auth);
+    if (!s->abandoned && !s->registry.scanning) {
+        td_scratch_free(&s->scratch);
         td_registry_free(&s->registry);
         uv_loop_close(&s->loop);
     }

@@ -13,11 +13,13 @@
 
 #include <uv.h>
 
+#include "td_auth.h"
 #include "td_batcher.h"
 #include "td_scratch.h"
 
 #include "td_config.h"
 #include "td_http.h"
+#include "td_jobs.h"
 #include "td_log.h"
 #include "td_metrics.h"
 #include "td_notify.h"
@@ -33,6 +35,9 @@ typedef struct td_server {
     td_metrics metrics;
     td_scratch_pool scratch;  /* one arena per pool thread */
     td_batcher batcher;
+    td_jobs jobs;             /* graph submissions and oracle builds */
+    td_auth auth;             /* bearer tokens (--tokens) */
+    const char *cfg_oracle_mode; /* default mode for submitted graphs */
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t watchdog;
     uv_timer_t drain;
@@ -40,6 +45,7 @@ typedef struct td_server {
     int ready;          /* the first scan finished */
     int reloading;      /* a SIGHUP scan is running */
     int draining;
+    int abandoned;      /* the drain timed out with work still running */
     uint64_t drain_deadline_ns;
     int64_t started_ms;
 } td_server;

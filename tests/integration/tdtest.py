@@ -21,6 +21,7 @@ Nothing here knows how the daemon works inside; only docs/API.md.
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,7 +36,9 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.environ.get("TD_SRCDIR") or os.path.dirname(os.path.dirname(HERE))
 BUILDDIR = os.environ.get("TD_BUILDDIR") or SRCDIR
-TINYD = os.path.join(BUILDDIR, "server", "tinyd")
+# TD_TINYD runs the tests against another binary (an installed daemon).
+TINYD = (os.environ.get("TD_TINYD")
+         or os.path.join(BUILDDIR, "server", "tinyd"))
 
 # How long a daemon may take to become ready or to exit. Generous so a
 # loaded 2-core CI machine (or an ASan build) does not make tests flaky.
@@ -45,18 +48,37 @@ STOP_TIMEOUT = float(os.environ.get("TD_STOP_TIMEOUT", "15"))
 
 # ------------------------------------------------------------------ TAP
 
+class Skip(Exception):
+    """Raised by TAP.skip (or directly) in a case that cannot run here:
+    reported as `ok N - name # SKIP why`."""
+
+
 class TAP:
     """Collects test cases and runs them in order, printing TAP."""
+
+    @staticmethod
+    def skip(reason):
+        raise Skip(reason)
 
     def __init__(self):
         self.cases = []
         self.cleanups = []
+        self.setups = []
 
-    def test(self, name):
+    def test(self, name, todo=None):
+        """Register a case. todo: why a known daemon bug makes it fail;
+        TAP reports it as TODO (automake: XFAIL), and as XPASS - an error
+        - once the bug is fixed, so the marker gets removed."""
         def register(fn):
-            self.cases.append((name, fn))
+            self.cases.append((name, fn, todo))
             return fn
         return register
+
+    def setup(self, fn):
+        """Run fn before the cases; if it fails, every case fails with its
+        diagnostic (the plan is still printed, so nothing goes uncounted)."""
+        self.setups.append(fn)
+        return fn
 
     def cleanup(self, fn):
         """Run fn after all cases (even when one failed)."""
@@ -65,18 +87,35 @@ class TAP:
 
     def run(self):
         print("1..%d" % len(self.cases), flush=True)
+        setup_error = None
+        try:
+            for fn in self.setups:
+                fn()
+        except Exception:
+            setup_error = traceback.format_exc().rstrip().splitlines()
         failed = 0
-        for i, (name, fn) in enumerate(self.cases, 1):
+        for i, (name, fn, todo) in enumerate(self.cases, 1):
+            if setup_error:
+                print("not ok %d - %s" % (i, name))
+                diag("setup failed:\n" + "\n".join(setup_error[-40:])
+                     if i == 1 else "setup failed (see case 1)")
+                continue
             t0 = time.monotonic()
+            mark = " # TODO %s" % todo if todo else ""
             try:
                 fn()
+            except Skip as why:
+                print("ok %d - %s # SKIP %s" % (i, name, why))
+                sys.stdout.flush()
+                continue
             except Exception:  # any exception is this case failing
                 failed += 1
-                print("not ok %d - %s" % (i, name))
+                print("not ok %d - %s%s" % (i, name, mark))
                 for line in traceback.format_exc().rstrip().splitlines():
                     print("# " + line)
+                report_crashed_daemons()
             else:
-                print("ok %d - %s" % (i, name))
+                print("ok %d - %s%s" % (i, name, mark))
                 diag("%.2fs" % (time.monotonic() - t0))
             sys.stdout.flush()
         for fn in reversed(self.cleanups):
@@ -87,7 +126,23 @@ class TAP:
                 for line in traceback.format_exc().rstrip().splitlines():
                     print("# " + line)
         sys.stdout.flush()
-        sys.exit(1 if failed else 0)
+        # Failures are the `not ok` lines; a non-zero status would make the
+        # TAP driver count one more ERROR. It is kept for a crashed script.
+        sys.exit(0)
+
+
+_daemons = []   # every Daemon started, to explain a failure by a crash
+
+
+def report_crashed_daemons():
+    """After a failed case: show the stderr of any tinyd that exited
+    without being told to (a crash explains the failures that follow)."""
+    for d in _daemons:
+        if d.proc is not None and d.proc.poll() is not None and \
+                not d.stopping and not d.crash_reported:
+            d.crash_reported = True
+            diag("tinyd (port %s) exited by itself with status %s; stderr:\n%s"
+                 % (d.port, d.proc.returncode, d.log()[-3000:]))
 
 
 def diag(msg):
@@ -167,6 +222,51 @@ def safetensors_bytes(tensors, metadata=None):
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)
     return struct.pack("<Q", len(h)) + h + b"".join(blobs)
+
+
+def read_safetensors(path_or_bytes):
+    """Decode a safetensors file -> (metadata, {name: (dtype, shape, raw)}).
+
+    Format: 8-byte little-endian header length, the JSON header, then the
+    tensors' raw little-endian bytes at their data_offsets. raw is bytes;
+    values(raw, dtype) unpacks it."""
+    data = path_or_bytes
+    if isinstance(path_or_bytes, str):
+        with open(path_or_bytes, "rb") as f:
+            data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n].decode("utf-8"))
+    meta = header.pop("__metadata__", None) or {}
+    base = 8 + n
+    tensors = {}
+    for name, h in header.items():
+        a, b = h["data_offsets"]
+        tensors[name] = (h["dtype"], list(h["shape"]), data[base + a:base + b])
+    return meta, tensors
+
+
+def values(raw, dtype="F32"):
+    """The numbers of a raw little-endian tensor, as a flat list."""
+    fmt, size = _DTYPES[dtype]
+    return list(struct.unpack("<%d%s" % (len(raw) // size, fmt[1]), raw))
+
+
+def safetensors_raw(tensors, metadata=None):
+    """Encode a safetensors file from already packed tensors.
+
+    tensors: list of (name, dtype, shape, raw bytes), written in order (the
+    shape is not checked against the byte count, to build broken files)."""
+    header = {}
+    if metadata is not None:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    offset = 0
+    for name, dtype, shape, raw in tensors:
+        header[name] = {"dtype": dtype, "shape": list(shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + b"".join(t[3] for t in tensors)
 
 
 def write_atomic(path, data):
@@ -293,13 +393,14 @@ class Daemon:
 
     repo/state default to fresh temp dirs (removed on stop). args are extra
     flags. notify: a NOTIFY_SOCKET address string to export. env: extra
-    environment. config: None, or extra `key = value` lines of a config file
+    environment. port: listen there (0: let tinyd pick) instead of a free
+    port found here. config: None, or extra `key = value` lines of a config file
     given with --config, which then also carries listen, models and state
     (instead of flags). Use as a context manager or call start()/stop().
     """
 
     def __init__(self, repo=None, state=None, args=(), env=None,
-                 notify=None, wait=True, config=None):
+                 notify=None, wait=True, config=None, port=None):
         self.tmp = tempfile.mkdtemp(prefix="tdtest-")
         self.repo = repo or os.path.join(self.tmp, "models")
         self.state = state or os.path.join(self.tmp, "state")
@@ -312,6 +413,9 @@ class Daemon:
         self.config = config
         self.config_path = os.path.join(self.tmp, "tinyd.conf")
         self.proc = None
+        self.stopping = False        # set once a test signals it to stop
+        self.crash_reported = False
+        self.fixed_port = port    # None: a free port is picked per start
         self.port = None
         self.stderr_path = os.path.join(self.tmp, "stderr.log")
 
@@ -341,11 +445,14 @@ class Daemon:
     def start(self):
         check(os.access(TINYD, os.X_OK), "%s is not built" % TINYD)
         for attempt in range(3):
-            self.port = free_port()
+            self.port = (free_port() if self.fixed_port is None
+                         else self.fixed_port)
             self._errf = open(self.stderr_path, "ab")
             self.proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=self._errf,
                 stderr=self._errf, env=self.environ())
+            if self not in _daemons:
+                _daemons.append(self)
             if not self.wait:
                 return self
             try:
@@ -365,6 +472,7 @@ class Daemon:
         last = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.crash_reported = True
                 raise AssertionError(
                     "tinyd exited with %s before it was ready; stderr:\n%s"
                     % (self.proc.returncode, self.log()[-3000:]))
@@ -381,6 +489,8 @@ class Daemon:
                                               self.log()[-3000:]))
 
     def send_signal(self, sig):
+        if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
+            self.stopping = True
         self.proc.send_signal(sig)
 
     def wait_exit(self, timeout=STOP_TIMEOUT):
@@ -388,36 +498,60 @@ class Daemon:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError("tinyd did not exit within %.1fs; stderr:\n%s"
-                                 % (timeout, self.log()[-2000:]))
+                                 % (timeout, self.log()[-2000:])) from None
 
     def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
         """Signal and wait; returns the exit status (negative: signal)."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
+            self.stopping = True
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
                 raise AssertionError("tinyd ignored signal %d for %.1fs"
-                                     % (sig, timeout))
+                                     % (sig, timeout)) from None
         self._errf.close()
         return self.proc.returncode
 
     def kill(self):
+        self.stopping = True
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
 
     def close(self):
-        """Stop (if running) and remove the temp dirs."""
+        """Stop (if running) and remove the temp dirs. A daemon that does
+        not stop is killed (tests check stop() itself). Raises only when
+        stderr holds a sanitizer report (an --enable-asan build)."""
         try:
             if self.proc is not None and self.proc.poll() is None:
-                self.stop()
+                self.stop(timeout=5)
+        except AssertionError:
+            pass
         finally:
             self.kill()
+            reports = self.sanitizer_reports()
             shutil.rmtree(self.tmp, ignore_errors=True)
+        if reports:
+            raise AssertionError("sanitizer report on tinyd's stderr:\n"
+                                 + reports)
+
+    def sanitizer_reports(self):
+        """ASan/LSan/UBSan findings on stderr ('' if none), with context."""
+        text = self.log()
+        m = re.search(r"^.*(ERROR: (Address|Leak)Sanitizer|runtime error:|"
+                      r"UndefinedBehaviorSanitizer).*$", text, re.M)
+        return text[m.start():m.start() + 4000] if m else ""
+
+    def check_clean_exit(self):
+        """SIGTERM, then assert exit 0 and no sanitizer report."""
+        rc = self.stop()
+        reports = self.sanitizer_reports()
+        check(not reports, "sanitizer report:\n" + reports)
+        eq(rc, 0, "exit status after SIGTERM")
 
     def __enter__(self):
         return self.start()

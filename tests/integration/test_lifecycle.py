@@ -158,6 +158,39 @@ def _():
         ns.close()
 
 
+@t.test("/v2/health/ready is never 200 before the repository is loaded")
+def _():
+    d = tdtest.Daemon(wait=False)
+    n = 30
+    for i in range(n):
+        tdtest.Linear.seeded(60 + i, classes=10, features=2000).save(
+            d.repo, "m%02d" % i)
+    try:
+        d.start()
+        seen = []
+        deadline = time.monotonic() + tdtest.START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                r = d.get("/v2/health/ready", timeout=2)
+            except OSError:
+                check(d.proc.poll() is None, "tinyd exited: " + d.log())
+                time.sleep(0.002)
+                continue
+            seen.append(r.status)
+            if r.status == 503:
+                eq(r.json(), {"ready": False}, "503 body")
+                continue
+            eq(r.status, 200, "ready status")
+            models = d.models()
+            ready = [m for m in models.values() if m["state"] == "READY"]
+            eq(len(ready), n, "models READY once health/ready said 200")
+            break
+        check(seen and seen[-1] == 200, "never ready: %r" % seen[-5:])
+        tdtest.diag("503 answers before 200: %d" % seen.count(503))
+    finally:
+        d.close()
+
+
 @t.test("SIGINT stops like SIGTERM: exit 0")
 def _():
     d = tdtest.Daemon()
@@ -205,6 +238,79 @@ def _():
         took = time.monotonic() - t0
         c.close()
         check(took < 3, "exit took %.1fs with only an idle connection" % took)
+    finally:
+        d.close()
+
+
+@t.test("while draining: health/ready is never 200 and new work is not "
+        "accepted on kept-alive connections")
+def _():
+    d = tdtest.Daemon()
+    LIN.save(d.repo, "lin")
+    try:
+        d.start()
+        keep = d.conn()
+        eq(d.get("/v2/health/ready", conn=keep).status, 200, "ready before")
+        rows = LIN.inputs(1)
+        body = json.dumps(infer_body(rows)).encode()
+        s = d.raw()
+        s.sendall(b"POST /v2/models/lin/infer HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
+        time.sleep(0.2)
+        d.send_signal(signal.SIGTERM)
+        tdtest.wait_for(lambda: connect_refused(d.port), 5,
+                        "listening socket closed")
+        try:
+            r = d.get("/v2/health/ready", conn=keep)
+            eq((r.status, r.json()), (503, {"ready": False}),
+               "health/ready while draining")
+            r = d.infer("lin", infer_body(rows), conn=keep)
+            eq(r.status, 503, "infer while draining (%r)" % r.body[:200])
+            r.error()
+        except (ConnectionError, tdtest.http.client.HTTPException):
+            pass    # closing idle connections at drain is fine too
+        keep.close()
+        s.sendall(body[10:])
+        r = tdtest.read_http_response(s)
+        s.close()
+        eq(r.status, 200, "request in flight")
+        eq(d.wait_exit(10), 0, "exit status")
+    finally:
+        d.close()
+
+
+@t.test("SIGTERM right after SIGHUP (reload in progress) still exits 0")
+def _():
+    d = tdtest.Daemon()
+    for i in range(20):
+        tdtest.Linear.seeded(50 + i, classes=10, features=256).save(
+            d.repo, "m%02d" % i)
+    try:
+        d.start()
+        d.send_signal(signal.SIGHUP)
+        d.send_signal(signal.SIGTERM)
+        eq(d.wait_exit(10), 0, "exit status")
+    finally:
+        d.close()
+
+
+@t.test("a second SIGTERM while draining does not crash")
+def _():
+    d = tdtest.Daemon(args=["--drain-timeout", "2"])
+    LIN.save(d.repo, "lin")
+    try:
+        d.start()
+        s = d.raw()
+        s.sendall(b"POST /v2/models/lin/infer HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 1000\r\n\r\n{")
+        time.sleep(0.1)
+        d.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        d.send_signal(signal.SIGTERM)
+        d.send_signal(signal.SIGHUP)
+        rc = d.wait_exit(10)
+        s.close()
+        check(rc in (0, 1), "exit status %r (a crash is negative)" % rc)
     finally:
         d.close()
 

@@ -1,0 +1,1266 @@
+/* tinyd-train: train a TinyNet on Fashion-MNIST (or MNIST) with SAF, MESA,
+ * SAM or plain SGD/AdamW, and write the model file tinyd serves.
+ *
+ * One process, T worker threads (default 2): each step splits the batch
+ * into T contiguous parts, every thread runs forward and backward on its
+ * part into its own gradient buffer, and the main thread sums the buffers
+ * in thread order and applies the optimiser. BatchNorm statistics are
+ * per part (as data-parallel training without SyncBN), so results depend
+ * on the thread count but never on timing: for a fixed seed and --threads
+ * two runs write identical bytes. Augmentation randomness is drawn per
+ * (seed, epoch, sample), the shuffle per (seed, epoch), so --resume from a
+ * checkpoint continues exactly where an uninterrupted run would be.
+ *
+ * docs/TRAINING.md describes the flags, the optimisers and the files. */
+#include "config.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "td_file.h"
+#include "td_idx.h"
+#include "td_optim.h"
+#include "td_rng.h"
+#include "td_safetensors.h"
+#include "td_tinynet_arch.h"
+#include "td_tinynet_train.h"
+#include "td_train_layers.h"
+
+#define MAX_THREADS 8
+#define CLASSES 10
+#define PATH_LEN 1024
+
+/* ------------------------------------------------------------ config */
+
+typedef struct config {
+    char preset[32];
+    double r, d, w, flops;
+    int res;
+    char opt[8];          /* saf | sgd | sam | mesa */
+    char base[8];         /* sgd | adamw: the update rule under all four */
+    int epochs, batch, threads;
+    double lr, min_lr, wd, momentum, smoothing, warmup;
+    int nesterov;
+    uint64_t seed;
+    char out[PATH_LEN], report[PATH_LEN], checkpoint[PATH_LEN];
+    char data[PATH_LEN];
+    int resume, quiet;
+    double rho;                          /* SAM */
+    double saf_tau, saf_lambda;          /* SAF and MESA */
+    int saf_minus, saf_start;            /* E~, E_start */
+    double mesa_decay, mesa_lambda;
+    int pad, flip;
+    int train_limit, test_limit;
+    double bn_momentum;
+    int stop_after;       /* testing aid: exit 3 after N epochs, as if killed */
+} config;
+
+static void config_defaults(config *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->opt, sizeof c->opt, "saf");
+    snprintf(c->base, sizeof c->base, "sgd");
+    c->epochs = 10;
+    c->batch = 128;
+    c->threads = 2;
+    c->lr = -1; /* per base: 0.1 for SGD, 2e-3 for AdamW */
+    c->wd = -1; /* per base: 1e-4 for SGD, 0.05 for AdamW */
+    c->momentum = 0.9;
+    c->nesterov = 1;
+    c->smoothing = 0.1;
+    c->warmup = 1;
+    c->seed = 1;
+    snprintf(c->out, sizeof c->out, "tinynet.safetensors");
+    snprintf(c->data, sizeof c->data, "/usr/share/datasets/fashion-mnist");
+    c->rho = 0.05;
+    c->saf_tau = 5;
+    c->saf_lambda = -1; /* 0.3 for SAF, 0.8 for MESA (paper §4.1) */
+    c->saf_minus = 3;
+    c->saf_start = 5;
+    c->mesa_decay = 0.9998;
+    c->pad = 2;
+    c->flip = 1;
+    c->bn_momentum = 0.1;
+}
+
+static int parse_int(const char *v, int lo, int hi, int *out)
+{
+    char *end;
+    long x;
+    errno = 0;
+    x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi)
+        return -1;
+    *out = (int)x;
+    return 0;
+}
+
+static int parse_num(const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    double x = strtod(v, &end);
+    if (end == v || *end || !(x >= lo && x <= hi))
+        return -1;
+    *out = x;
+    return 0;
+}
+
+/* "24M", "1.5G", "300000" */
+static int parse_flops(const char *v, double *out)
+{
+    char *end;
+    double x = strtod(v, &end), mul = 1;
+    if (end == v)
+        return -1;
+    if (*end == 'k' || *end == 'K')
+        mul = 1e3, end++;
+    else if (*end == 'm' || *end == 'M')
+        mul = 1e6, end++;
+    else if (*end == 'g' || *end == 'G')
+        mul = 1e9, end++;
+    if (*end || !(x > 0))
+        return -1;
+    *out = x * mul;
+    return 0;
+}
+
+static int copy_str(char *dst, size_t len, const char *v)
+{
+    if (strlen(v) >= len)
+        return -1;
+    memcpy(dst, v, strlen(v) + 1);
+    return 0;
+}
+
+static int load_config_file(config *c, const char *path, td_error *err);
+
+/* Apply one setting; key without the leading "--". Returns 0, or -1 with
+ * err filled. has_value: whether v is meaningful (flags like --resume). */
+static int apply(config *c, const char *key, const char *v, td_error *err)
+{
+    int bad = 0;
+    if (!strcmp(key, "preset"))
+        bad = copy_str(c->preset, sizeof c->preset, v);
+    else if (!strcmp(key, "r"))
+        bad = parse_num(v, 0.01, 4, &c->r);
+    else if (!strcmp(key, "d"))
+        bad = parse_num(v, 0.01, 4, &c->d);
+    else if (!strcmp(key, "w"))
+        bad = parse_num(v, 0.01, 4, &c->w);
+    else if (!strcmp(key, "flops"))
+        bad = parse_flops(v, &c->flops);
+    else if (!strcmp(key, "res"))
+        bad = parse_int(v, 8, 1024, &c->res);
+    else if (!strcmp(key, "opt")) {
+        bad = strcmp(v, "saf") && strcmp(v, "sgd") && strcmp(v, "sam") &&
+              strcmp(v, "mesa");
+        if (!bad)
+            copy_str(c->opt, sizeof c->opt, v);
+    } else if (!strcmp(key, "base")) {
+        bad = strcmp(v, "sgd") && strcmp(v, "adamw");
+        if (!bad)
+            copy_str(c->base, sizeof c->base, v);
+    } else if (!strcmp(key, "epochs"))
+        bad = parse_int(v, 1, 100000, &c->epochs);
+    else if (!strcmp(key, "batch"))
+        bad = parse_int(v, 1, 65536, &c->batch);
+    else if (!strcmp(key, "threads"))
+        bad = parse_int(v, 1, MAX_THREADS, &c->threads);
+    else if (!strcmp(key, "lr"))
+        bad = parse_num(v, 0, 1e30, &c->lr);
+    else if (!strcmp(key, "min-lr"))
+        bad = parse_num(v, 0, 100, &c->min_lr);
+    else if (!strcmp(key, "wd"))
+        bad = parse_num(v, 0, 10, &c->wd);
+    else if (!strcmp(key, "momentum"))
+        bad = parse_num(v, 0, 0.9999, &c->momentum);
+    else if (!strcmp(key, "nesterov"))
+        bad = parse_int(v, 0, 1, &c->nesterov);
+    else if (!strcmp(key, "smoothing"))
+        bad = parse_num(v, 0, 0.99, &c->smoothing);
+    else if (!strcmp(key, "warmup"))
+        bad = parse_num(v, 0, 1000, &c->warmup);
+    else if (!strcmp(key, "seed")) {
+        int s;
+        bad = parse_int(v, 0, 2147483647, &s);
+        c->seed = (uint64_t)s;
+    } else if (!strcmp(key, "out"))
+        bad = copy_str(c->out, sizeof c->out, v);
+    else if (!strcmp(key, "report"))
+        bad = copy_str(c->report, sizeof c->report, v);
+    else if (!strcmp(key, "checkpoint"))
+        bad = copy_str(c->checkpoint, sizeof c->checkpoint, v);
+    else if (!strcmp(key, "data"))
+        bad = copy_str(c->data, sizeof c->data, v);
+    else if (!strcmp(key, "rho"))
+        bad = parse_num(v, 0, 10, &c->rho);
+    else if (!strcmp(key, "saf-tau"))
+        bad = parse_num(v, 0.01, 100, &c->saf_tau);
+    else if (!strcmp(key, "saf-lambda"))
+        bad = parse_num(v, 0, 100, &c->saf_lambda);
+    else if (!strcmp(key, "saf-minus"))
+        bad = parse_int(v, 1, 100, &c->saf_minus);
+    else if (!strcmp(key, "saf-start"))
+        bad = parse_int(v, 0, 100000, &c->saf_start);
+    else if (!strcmp(key, "mesa-decay"))
+        bad = parse_num(v, 0, 1, &c->mesa_decay);
+    else if (!strcmp(key, "pad"))
+        bad = parse_int(v, 0, 16, &c->pad);
+    else if (!strcmp(key, "flip"))
+        bad = parse_int(v, 0, 1, &c->flip);
+    else if (!strcmp(key, "train-limit"))
+        bad = parse_int(v, 1, 1 << 30, &c->train_limit);
+    else if (!strcmp(key, "test-limit"))
+        bad = parse_int(v, 1, 1 << 30, &c->test_limit);
+    else if (!strcmp(key, "stop-after"))
+        bad = parse_int(v, 1, 100000, &c->stop_after);
+    else if (!strcmp(key, "bn-momentum"))
+        bad = parse_num(v, 0, 1, &c->bn_momentum);
+    else if (!strcmp(key, "resume"))
+        bad = parse_int(v, 0, 1, &c->resume);
+    else if (!strcmp(key, "quiet"))
+        bad = parse_int(v, 0, 1, &c->quiet);
+    else if (!strcmp(key, "config"))
+        return load_config_file(c, v, err);
+    else {
+        td_error_set(err, TD_EINVAL, "unknown option --%s", key);
+        return -1;
+    }
+    if (bad) {
+        td_error_set(err, TD_EINVAL, "--%s %s: bad value", key, v);
+        return -1;
+    }
+    return 0;
+}
+
+static int config_depth;
+
+/* key = value lines; '#' starts a comment; boolean flags take 0/1. */
+static int load_config_file(config *c, const char *path, td_error *err)
+{
+    char *text, *line, *save = NULL;
+    size_t len;
+    int lineno = 0, rc = 0;
+    if (config_depth > 4) {
+        td_error_set(err, TD_EINVAL, "%s: config files nest too deep", path);
+        return -1;
+    }
+    if (td_file_read(path, 1 << 20, &text, &len, err) != TD_OK)
+        return -1;
+    config_depth++;
+    for (line = strtok_r(text, "\n", &save); line && !rc;
+         line = strtok_r(NULL, "\n", &save)) {
+        char *hash = strchr(line, '#'), *eq, *k, *v, *e;
+        lineno++;
+        if (hash)
+            *hash = 0;
+        for (k = line; *k == ' ' || *k == '\t'; k++)
+            ;
+        if (!*k || *k == '\r')
+            continue;
+        eq = strchr(k, '=');
+        if (!eq) {
+            td_error_set(err, TD_EINVAL, "%s:%d: expected key = value", path,
+                         lineno);
+            rc = -1;
+            break;
+        }
+        for (e = eq; e > k && (e[-1] == ' ' || e[-1] == '\t'); e--)
+            ;
+        *e = 0;
+        for (v = eq + 1; *v == ' ' || *v == '\t'; v++)
+            ;
+        for (e = v + strlen(v); e > v && (e[-1] == ' ' || e[-1] == '\t' ||
+                                          e[-1] == '\r');
+             e--)
+            ;
+        *e = 0;
+        if (!strncmp(k, "--", 2))
+            k += 2;
+        if (apply(c, k, v, err)) {
+            td_error_prefix(err, "%s:%d", path, lineno);
+            rc = -1;
+        }
+    }
+    config_depth--;
+    free(text);
+    return rc;
+}
+
+/* ------------------------------------------------------------ training */
+
+typedef struct trainer trainer;
+
+typedef struct worker {
+    trainer *tr;
+    int t;
+    td_tnt_ws ws;
+    float *x;            /* (part, res, res, 1) inputs of this step */
+    float *dlogits;      /* (part, classes) */
+    float *teacher;      /* (part, classes) MESA teacher logits */
+    float *past;         /* (part, classes) SAF logits from E~ epochs ago */
+    uint8_t *lab;        /* (part) labels */
+    int i0, i1;          /* part of the batch */
+    /* results of the last pass */
+    double loss, kl;
+    int correct;
+} worker;
+
+struct trainer {
+    config cfg;
+    td_tn_arch arch;
+    td_tnt_model m;
+    td_dataset train, test;
+    float mean, std;
+    int nt;
+    worker w[MAX_THREADS];
+    /* optimiser state */
+    float *buf, *buf2;   /* momentum or AdamW m, v (n_params) */
+    float *sam_e;        /* SAM perturbation */
+    float *theta_eval;   /* params the pass uses (live or perturbed) */
+    float *ema_p, *ema_s;/* MESA teacher */
+    float *saf;          /* (E~+1, N, classes) logit ring */
+    int *order;          /* (N) shuffled indices of this epoch */
+    int *batch_idx;      /* (batch) dataset indices of this step */
+    long step, steps_per_epoch, total_steps;
+    int epoch;           /* 0-based, the epoch being trained */
+    /* pass settings */
+    const float *pass_params;
+    int pass_train, pass_record, pass_kl, pass_teacher, pass_backward;
+    float lr;
+    json_t *history;     /* array of per-epoch objects */
+};
+
+static int saf_slot(const trainer *tr, int epoch)
+{
+    return epoch % (tr->cfg.saf_minus + 1);
+}
+
+/* Fill w->x with the augmented views of this thread's samples. */
+static void make_inputs(worker *w, int augment)
+{
+    trainer *tr = w->tr;
+    int res = tr->m.res;
+    for (int i = w->i0; i < w->i1; i++) {
+        int idx = tr->batch_idx[i], dx = 0, dy = 0, flip = 0;
+        if (augment) {
+            uint64_t s = td_rng_mix(tr->cfg.seed, (uint64_t)tr->epoch + 1,
+                                    (uint64_t)idx);
+            int span = 2 * tr->cfg.pad + 1;
+            dx = (int)td_rng_below(&s, (uint32_t)span) - tr->cfg.pad;
+            dy = (int)td_rng_below(&s, (uint32_t)span) - tr->cfg.pad;
+            flip = tr->cfg.flip && (td_rng_next(&s) >> 63);
+        }
+        td_dataset_view(augment ? &tr->train : &tr->test, idx, dx, dy, flip,
+                        res, res, tr->mean, tr->std,
+                        w->x + (size_t)(i - w->i0) * res * res);
+    }
+}
+
+static void *worker_pass(void *arg)
+{
+    worker *w = arg;
+    trainer *tr = w->tr;
+    int n = w->i1 - w->i0, k = tr->arch.classes;
+    float scale = 1.0f / (float)tr->cfg.batch;
+    const uint8_t *labels = tr->train.labels;
+    uint8_t *lab = w->lab;
+    w->loss = w->kl = 0;
+    w->correct = 0;
+    if (n <= 0)
+        return NULL;
+    for (int i = 0; i < n; i++)
+        lab[i] = labels[tr->batch_idx[w->i0 + i]];
+    if (tr->pass_teacher) { /* MESA: EMA model, eval mode, no gradient */
+        td_tnt_forward(&tr->m, &w->ws, tr->ema_p, tr->ema_s, w->x, n, 0);
+        memcpy(w->teacher, w->ws.logits, (size_t)n * k * sizeof(float));
+    }
+    td_tnt_forward(&tr->m, &w->ws, tr->pass_params, tr->m.stats, w->x, n, 1);
+    w->loss = td_tl_xent(w->dlogits, w->ws.logits, lab, n, k,
+                         (float)tr->cfg.smoothing, scale, &w->correct);
+    if (tr->pass_record) { /* SAF: this epoch's logits, by dataset index */
+        float *slot = tr->saf + (size_t)saf_slot(tr, tr->epoch) *
+                                    tr->train.n * k;
+        for (int i = 0; i < n; i++)
+            memcpy(slot + (size_t)tr->batch_idx[w->i0 + i] * k,
+                   w->ws.logits + (size_t)i * k, (size_t)k * sizeof(float));
+    }
+    if (tr->pass_kl) {
+        const float *target = w->teacher;
+        if (!strcmp(tr->cfg.opt, "saf")) {
+            const float *slot =
+                tr->saf + (size_t)saf_slot(tr, tr->epoch - tr->cfg.saf_minus) *
+                              tr->train.n * k;
+            for (int i = 0; i < n; i++)
+                memcpy(w->past + (size_t)i * k,
+                       slot + (size_t)tr->batch_idx[w->i0 + i] * k,
+                       (size_t)k * sizeof(float));
+            target = w->past;
+        }
+        w->kl = td_tl_kl_distill(w->dlogits, w->ws.logits, target, n, k,
+                                 (float)tr->cfg.saf_tau,
+                                 (float)tr->cfg.saf_lambda, scale);
+    }
+    if (tr->pass_backward) {
+        memset(w->ws.grad, 0, tr->m.n_params * sizeof(float));
+        td_tnt_backward(&tr->m, &w->ws, tr->pass_params, w->dlogits);
+    }
+    return NULL;
+}
+
+/* Run one pass on every worker; thread 0 runs on the caller. */
+static int run_workers(trainer *tr, void *(*fn)(void *))
+{
+    pthread_t th[MAX_THREADS];
+    int started = 0, rc = 0;
+    for (int t = 1; t < tr->nt; t++) {
+        if (pthread_create(&th[t], NULL, fn, &tr->w[t])) {
+            rc = -1;
+            break;
+        }
+        started = t;
+    }
+    if (rc) { /* run the rest inline: same result, just slower */
+        for (int t = started + 1; t < tr->nt; t++)
+            fn(&tr->w[t]);
+    }
+    fn(&tr->w[0]);
+    for (int t = 1; t <= started; t++)
+        pthread_join(th[t], NULL);
+    return 0;
+}
+
+static void *worker_inputs(void *arg)
+{
+    make_inputs(arg, 1);
+    return NULL;
+}
+
+/* Sum the per-thread gradients into worker 0's buffer, in thread order. */
+static float *reduce_grads(trainer *tr)
+{
+    float *g = tr->w[0].ws.grad;
+    for (int t = 1; t < tr->nt; t++) {
+        const float *o = tr->w[t].ws.grad;
+        if (tr->w[t].i1 <= tr->w[t].i0)
+            continue;
+        for (size_t i = 0; i < tr->m.n_params; i++)
+            g[i] += o[i];
+    }
+    return g;
+}
+
+static void apply_update(trainer *tr, const float *g)
+{
+    const config *c = &tr->cfg;
+    if (!strcmp(c->base, "adamw")) {
+        td_adamw o = {tr->lr, 0.9f, 0.999f, 1e-8f, (float)c->wd};
+        td_adamw_step(&o, tr->m.params, g, tr->buf, tr->buf2, tr->m.decay,
+                      tr->m.n_params, tr->step + 1);
+    } else {
+        td_sgd o = {tr->lr, (float)c->momentum, (float)c->wd, c->nesterov};
+        td_sgd_step(&o, tr->m.params, g, tr->buf, tr->m.decay,
+                    tr->m.n_params);
+    }
+}
+
+static td_tnt_ws *ws_list[MAX_THREADS];
+
+static void update_running(trainer *tr)
+{
+    int k = 0;
+    for (int t = 0; t < tr->nt; t++)
+        if (tr->w[t].i1 > tr->w[t].i0)
+            ws_list[k++] = &tr->w[t].ws;
+    td_tnt_update_running(&tr->m, tr->m.stats, ws_list, k,
+                          (float)tr->cfg.bn_momentum);
+}
+
+/* One optimisation step on batch_idx; returns loss sums and correct. */
+static void train_step(trainer *tr, double *loss, double *kl, int *correct)
+{
+    const config *c = &tr->cfg;
+    int e1 = tr->epoch + 1; /* 1-based, as the paper counts */
+    int saf = !strcmp(c->opt, "saf"), mesa = !strcmp(c->opt, "mesa");
+    int sam = !strcmp(c->opt, "sam");
+    float *g;
+    tr->lr = td_lr_cosine((float)c->lr, (float)c->min_lr, tr->step,
+                          (long)(c->warmup * tr->steps_per_epoch),
+                          tr->total_steps);
+    run_workers(tr, worker_inputs);
+    tr->pass_params = tr->m.params;
+    tr->pass_train = 1;
+    tr->pass_backward = 1;
+    tr->pass_record = saf;
+    /* SAF: the epoch E~ back must have been recorded (e > E~) and the
+     * paper starts the loss after E_start epochs. MESA: after E_start. */
+    tr->pass_kl = (saf && e1 > c->saf_start && tr->epoch >= c->saf_minus) ||
+                  (mesa && e1 > c->saf_start);
+    tr->pass_teacher = mesa && tr->pass_kl;
+    run_workers(tr, worker_pass);
+    *loss = *kl = 0;
+    *correct = 0;
+    for (int t = 0; t < tr->nt; t++) {
+        *loss += tr->w[t].loss;
+        *kl += tr->w[t].kl;
+        *correct += tr->w[t].correct;
+    }
+    update_running(tr);
+    g = reduce_grads(tr);
+    if (sam) {
+        /* ascend to theta + e, take the gradient there with the running
+         * statistics left as the first pass set them, come back */
+        td_sam_perturb(tr->m.params, tr->sam_e, g, tr->m.n_params,
+                       (float)c->rho);
+        tr->pass_record = tr->pass_kl = tr->pass_teacher = 0;
+        run_workers(tr, worker_pass);
+        g = reduce_grads(tr);
+        td_sam_restore(tr->m.params, tr->sam_e, tr->m.n_params);
+    }
+    apply_update(tr, g);
+    if (mesa) {
+        td_ema_update(tr->ema_p, tr->m.params, tr->m.n_params,
+                      (float)c->mesa_decay);
+        td_ema_update(tr->ema_s, tr->m.stats, tr->m.n_stats,
+                      (float)c->mesa_decay);
+    }
+    tr->step++;
+}
+
+/* ---- evaluation on the test set */
+
+typedef struct eval_job {
+    const td_tnt_model *m;
+    td_tnt_ws *ws;
+    const td_dataset *d;
+    float mean, std, *x;
+    int i0, i1, chunk, correct;
+} eval_job;
+
+static void *eval_worker(void *arg)
+{
+    eval_job *j = arg;
+    int res = j->m->res, k = j->m->arch.classes;
+    j->correct = 0;
+    for (int s = j->i0; s < j->i1; s += j->chunk) {
+        int n = j->i1 - s < j->chunk ? j->i1 - s : j->chunk;
+        for (int i = 0; i < n; i++)
+            td_dataset_view(j->d, s + i, 0, 0, 0, res, res, j->mean, j->std,
+                            j->x + (size_t)i * res * res);
+        td_tnt_forward(j->m, j->ws, j->m->params, j->m->stats, j->x, n, 0);
+        for (int i = 0; i < n; i++) {
+            const float *z = j->ws->logits + (size_t)i * k;
+            int arg_max = 0;
+            for (int c = 1; c < k; c++)
+                if (z[c] > z[arg_max])
+                    arg_max = c;
+            j->correct += arg_max == j->d->labels[s + i];
+        }
+    }
+    return NULL;
+}
+
+/* Accuracy of m on the first n images of d, with nt threads using the
+ * given workspaces (each sized for `chunk` images) and input buffers. */
+static double evaluate(const td_tnt_model *m, const td_dataset *d, int n,
+                       float mean, float std, int nt, td_tnt_ws *ws,
+                       float **x, int chunk)
+{
+    eval_job j[MAX_THREADS];
+    pthread_t th[MAX_THREADS];
+    int correct = 0, created[MAX_THREADS] = {0};
+    for (int t = 0; t < nt; t++) {
+        j[t] = (eval_job){m,           &ws[t],        d,     mean, std, x[t],
+                          n * t / nt, n * (t + 1) / nt, chunk, 0};
+    }
+    for (int t = 1; t < nt; t++)
+        created[t] = !pthread_create(&th[t], NULL, eval_worker, &j[t]);
+    for (int t = 1; t < nt; t++)
+        if (!created[t])
+            eval_worker(&j[t]);
+    eval_worker(&j[0]);
+    for (int t = 1; t < nt; t++)
+        if (created[t])
+            pthread_join(th[t], NULL);
+    for (int t = 0; t < nt; t++)
+        correct += j[t].correct;
+    return n ? (double)correct / n : 0;
+}
+
+/* ------------------------------------------------------------ files */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* CPU seconds of the whole process (all threads): on a shared machine the
+ * wall clock says more about the neighbours than about the trainer. */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static json_t *config_json(const trainer *tr)
+{
+    const config *c = &tr->cfg;
+    td_tn_counts cnt;
+    td_tn_arch_count(&tr->arch, tr->m.res, tr->m.res, &cnt);
+    return json_pack(
+        "{s:f, s:f, s:f, s:i, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:f, "
+        "s:i, s:f, s:f, s:I, s:f, s:f, s:f, s:i, s:i, s:f, s:i, s:i, s:I, "
+        "s:I, s:I, s:I, s:s}",
+        "r", tr->arch.r, "d", tr->arch.d, "w", tr->arch.w, "resolution",
+        tr->m.res, "opt", c->opt, "base", c->base, "epochs", c->epochs,
+        "batch", c->batch, "threads", c->threads, "lr", c->lr, "min_lr",
+        c->min_lr, "wd", c->wd, "momentum", c->momentum, "nesterov",
+        c->nesterov, "smoothing", c->smoothing, "warmup_epochs", c->warmup,
+        "seed", (json_int_t)c->seed, "rho", c->rho, "saf_tau", c->saf_tau,
+        "saf_lambda", c->saf_lambda, "saf_minus", c->saf_minus, "saf_start",
+        c->saf_start, "mesa_decay", c->mesa_decay, "pad", c->pad, "flip",
+        c->flip, "train_images", (json_int_t)tr->train.n, "test_images",
+        (json_int_t)tr->test.n, "params", (json_int_t)cnt.params, "macs",
+        (json_int_t)cnt.macs, "data", c->data);
+}
+
+static int write_report(trainer *tr, td_error *err)
+{
+    json_t *root = json_pack("{s:o, s:O}", "config", config_json(tr),
+                             "epochs", tr->history);
+    char *txt = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
+    int rc = 0;
+    json_decref(root);
+    if (!txt) {
+        td_error_set(err, TD_ENOMEM, "report");
+        return -1;
+    }
+    if (td_file_write_atomic(tr->cfg.report, txt, strlen(txt), err) != TD_OK)
+        rc = -1;
+    free(txt);
+    return rc;
+}
+
+/* The fields a checkpoint must agree on to be resumed. */
+static void fingerprint(const trainer *tr, char *buf, size_t len)
+{
+    const config *c = &tr->cfg;
+    snprintf(buf, len,
+             "r=%.10g d=%.10g w=%.10g res=%d opt=%s base=%s epochs=%d "
+             "batch=%d threads=%d lr=%.10g wd=%.10g seed=%llu n=%d",
+             tr->arch.r, tr->arch.d, tr->arch.w, tr->m.res, c->opt, c->base,
+             c->epochs, c->batch, c->threads, c->lr, c->wd,
+             (unsigned long long)c->seed, tr->train.n);
+}
+
+static int save_checkpoint(trainer *tr, td_error *err)
+{
+    td_st_writer *w = td_st_writer_new();
+    char fp[512], num[32], *hist;
+    int64_t sp[1] = {(int64_t)tr->m.n_params}, ss[1] = {(int64_t)tr->m.n_stats};
+    td_status st = w ? TD_OK : td_error_set(err, TD_ENOMEM, "checkpoint");
+    fingerprint(tr, fp, sizeof fp);
+    if (st == TD_OK)
+        st = td_st_writer_add(w, "params", TD_DT_F32, 1, sp, tr->m.params, err);
+    if (st == TD_OK)
+        st = td_st_writer_add(w, "stats", TD_DT_F32, 1, ss, tr->m.stats, err);
+    if (st == TD_OK)
+        st = td_st_writer_add(w, "opt.buf", TD_DT_F32, 1, sp, tr->buf, err);
+    if (st == TD_OK && tr->buf2)
+        st = td_st_writer_add(w, "opt.buf2", TD_DT_F32, 1, sp, tr->buf2, err);
+    if (st == TD_OK && tr->ema_p)
+        st = td_st_writer_add(w, "ema.params", TD_DT_F32, 1, sp, tr->ema_p,
+                              err);
+    if (st == TD_OK && tr->ema_s)
+        st = td_st_writer_add(w, "ema.stats", TD_DT_F32, 1, ss, tr->ema_s,
+                              err);
+    if (st == TD_OK && tr->saf) {
+        int64_t sh[3] = {tr->cfg.saf_minus + 1, tr->train.n,
+                         tr->arch.classes};
+        st = td_st_writer_add(w, "saf.logits", TD_DT_F32, 3, sh, tr->saf,
+                              err);
+    }
+    if (st == TD_OK)
+        st = td_st_writer_meta(w, "kind", "tinyd-train-checkpoint", err);
+    if (st == TD_OK)
+        st = td_st_writer_meta(w, "fingerprint", fp, err);
+    snprintf(num, sizeof num, "%d", tr->epoch + 1);
+    if (st == TD_OK)
+        st = td_st_writer_meta(w, "epochs_done", num, err);
+    snprintf(num, sizeof num, "%ld", tr->step);
+    if (st == TD_OK)
+        st = td_st_writer_meta(w, "step", num, err);
+    hist = json_dumps(tr->history, JSON_COMPACT);
+    if (st == TD_OK)
+        st = hist ? td_st_writer_meta(w, "history", hist, err)
+                  : td_error_set(err, TD_ENOMEM, "history");
+    free(hist);
+    if (st == TD_OK)
+        st = td_st_writer_write(w, tr->cfg.checkpoint, err);
+    td_st_writer_free(w);
+    return st == TD_OK ? 0 : -1;
+}
+
+static int load_into(const td_st_file *f, const char *name, float *dst,
+                     size_t n, td_error *err)
+{
+    const td_st_tensor *t;
+    if (td_st_expect(f, name, TD_DT_F32, -1, NULL, &t, err) != TD_OK)
+        return -1;
+    if (t->numel != n) {
+        td_error_set(err, TD_EFORMAT, "tensor %s: %zu values, expected %zu",
+                     name, t->numel, n);
+        return -1;
+    }
+    memcpy(dst, t->data, n * sizeof(float));
+    return 0;
+}
+
+/* Returns the number of epochs done, or -1. */
+static int load_checkpoint(trainer *tr, td_error *err)
+{
+    td_st_file f;
+    char fp[512];
+    const char *v;
+    int done = -1;
+    json_error_t je;
+    if (td_st_open(&f, tr->cfg.checkpoint, err) != TD_OK)
+        return -1;
+    fingerprint(tr, fp, sizeof fp);
+    if (td_st_expect_meta(&f, "kind", "tinyd-train-checkpoint", err) != TD_OK)
+        goto out;
+    v = td_st_meta_get(&f, "fingerprint");
+    if (!v || strcmp(v, fp)) {
+        td_error_set(err, TD_ECONFLICT,
+                     "checkpoint is for another run: it has \"%s\", this run "
+                     "is \"%s\"",
+                     v ? v : "(none)", fp);
+        goto out;
+    }
+    if (load_into(&f, "params", tr->m.params, tr->m.n_params, err) ||
+        load_into(&f, "stats", tr->m.stats, tr->m.n_stats, err) ||
+        load_into(&f, "opt.buf", tr->buf, tr->m.n_params, err) ||
+        (tr->buf2 &&
+         load_into(&f, "opt.buf2", tr->buf2, tr->m.n_params, err)) ||
+        (tr->ema_p &&
+         load_into(&f, "ema.params", tr->ema_p, tr->m.n_params, err)) ||
+        (tr->ema_s &&
+         load_into(&f, "ema.stats", tr->ema_s, tr->m.n_stats, err)) ||
+        (tr->saf && load_into(&f, "saf.logits", tr->saf,
+                              (size_t)(tr->cfg.saf_minus + 1) * tr->train.n *
+                                  tr->arch.classes,
+                              err)))
+        goto out;
+    v = td_st_meta_get(&f, "step");
+    tr->step = v ? strtol(v, NULL, 10) : 0;
+    v = td_st_meta_get(&f, "history");
+    json_decref(tr->history);
+    tr->history = v ? json_loads(v, 0, &je) : json_array();
+    if (!tr->history)
+        tr->history = json_array();
+    v = td_st_meta_get(&f, "epochs_done");
+    done = v ? atoi(v) : -1;
+    if (done < 0 || done > tr->cfg.epochs) {
+        td_error_set(err, TD_EFORMAT, "checkpoint: bad epochs_done");
+        done = -1;
+    }
+out:
+    td_st_close(&f);
+    return done;
+}
+
+static int save_model(trainer *tr, double test_acc, td_error *err)
+{
+    char acc[32], ep[32], params[32], macs[32];
+    td_tn_counts cnt;
+    td_tn_arch_count(&tr->arch, tr->m.res, tr->m.res, &cnt);
+    snprintf(acc, sizeof acc, "%.4f", test_acc);
+    snprintf(ep, sizeof ep, "%d", tr->epoch + 1);
+    snprintf(params, sizeof params, "%lld", (long long)cnt.params);
+    snprintf(macs, sizeof macs, "%lld", (long long)cnt.macs);
+    const char *extra[] = {"trainer",       "tinyd-train",
+                           "optimizer",     tr->cfg.opt,
+                           "dataset",       tr->cfg.data,
+                           "epochs",        ep,
+                           "test_accuracy", acc,
+                           "params",        params,
+                           "macs",          macs,
+                           NULL};
+    td_tnt_meta meta = {td_fashion_mnist_labels, tr->mean, tr->std, extra};
+    return td_tnt_save(&tr->m, &meta, tr->cfg.out, err) == TD_OK ? 0 : -1;
+}
+
+/* ------------------------------------------------------------ progress */
+
+static void fmt_time(char *buf, size_t len, double s)
+{
+    long t = s < 0 ? 0 : (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, len, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
+}
+
+static void progress(const trainer *tr, long done, double loss, double acc,
+                     double ips, double eta, int tty)
+{
+    char e[32];
+    fmt_time(e, sizeof e, eta);
+    if (tty) {
+        int width = 24, fill = (int)(width * done / tr->steps_per_epoch);
+        char bar[32];
+        for (int i = 0; i < width; i++)
+            bar[i] = i < fill ? '=' : (i == fill ? '>' : ' ');
+        bar[width] = 0;
+        fprintf(stderr,
+                "\repoch %d/%d [%s] %3d%% loss %.4f acc %5.2f%% %6.0f img/s "
+                "ETA %s   ",
+                tr->epoch + 1, tr->cfg.epochs, bar,
+                (int)(100 * done / tr->steps_per_epoch), loss, 100 * acc, ips,
+                e);
+    } else
+        fprintf(stderr,
+                "epoch %d/%d step %ld/%ld loss %.4f acc %.2f%% %.0f img/s "
+                "ETA %s\n",
+                tr->epoch + 1, tr->cfg.epochs, done, tr->steps_per_epoch,
+                loss, 100 * acc, ips, e);
+    fflush(stderr);
+}
+
+/* ------------------------------------------------------------ main paths */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tinyd-train [--preset NAME | --r R --d D --w W | --flops "
+            "BUDGET] [options]\n"
+            "       tinyd-train eval MODEL [--data DIR] [--threads N]\n"
+            "model:    --preset tinynet_a..e | --r --d --w | --flops 24M; "
+            "--res PX\n"
+            "training: --opt saf|sgd|sam|mesa --base sgd|adamw --epochs N "
+            "--batch N --lr X --min-lr X\n"
+            "          --wd X --momentum X --nesterov 0|1 --smoothing X "
+            "--warmup EPOCHS --seed N --threads N\n"
+            "SAF/MESA: --saf-tau 5 --saf-lambda 0.3|0.8 --saf-minus 3 "
+            "--saf-start 5 --mesa-decay 0.9998\n"
+            "SAM:      --rho 0.05\n"
+            "data:     --data DIR (IDX files) --pad 2 --flip 0|1 "
+            "--train-limit N --test-limit N\n"
+            "files:    --out FILE --report FILE --checkpoint FILE --resume "
+            "--config FILE --quiet\n");
+}
+
+static void free_trainer(trainer *tr)
+{
+    for (int t = 0; t < MAX_THREADS; t++) {
+        td_tnt_ws_free(&tr->w[t].ws);
+        free(tr->w[t].x);
+        free(tr->w[t].dlogits);
+        free(tr->w[t].teacher);
+        free(tr->w[t].past);
+        free(tr->w[t].lab);
+    }
+    free(tr->buf);
+    free(tr->buf2);
+    free(tr->sam_e);
+    free(tr->ema_p);
+    free(tr->ema_s);
+    free(tr->saf);
+    free(tr->order);
+    free(tr->batch_idx);
+    json_decref(tr->history);
+    td_tnt_free(&tr->m);
+    td_dataset_free(&tr->train);
+    td_dataset_free(&tr->test);
+}
+
+static void dataset_truncate(td_dataset *d, int limit)
+{
+    if (limit > 0 && limit < d->n)
+        d->n = limit;
+}
+
+/* Grey mean and std of the training images, in [0, 1] units. */
+static void pixel_stats(const td_dataset *d, float *mean, float *std)
+{
+    double s = 0, s2 = 0;
+    size_t n = (size_t)d->n * d->h * d->w;
+    for (size_t i = 0; i < n; i++) {
+        double v = d->images[i] / 255.0;
+        s += v;
+        s2 += v * v;
+    }
+    *mean = (float)(s / n);
+    *std = (float)sqrt(s2 / n - (s / n) * (s / n));
+    if (!(*std > 1e-6f))
+        *std = 1;
+}
+
+static int build_arch(trainer *tr, td_error *err)
+{
+    config *c = &tr->cfg;
+    td_status st;
+    if (c->flops > 0)
+        st = td_tn_arch_for_flops(&tr->arch, c->flops, CLASSES, err);
+    else if (c->preset[0])
+        st = td_tn_arch_preset(&tr->arch, c->preset, CLASSES, err);
+    else if (c->r > 0 || c->d > 0 || c->w > 0) {
+        if (!(c->r > 0 && c->d > 0 && c->w > 0))
+            return td_error_set(err, TD_EINVAL,
+                                "--r, --d and --w go together"),
+                   -1;
+        st = td_tn_arch_build(&tr->arch, c->r, c->d, c->w, 0, CLASSES, err);
+    } else /* default: TinyNet-E's shape, trained at 32 px */
+        st = td_tn_arch_preset(&tr->arch, "tinynet_e", CLASSES, err);
+    if (st != TD_OK)
+        return -1;
+    if (c->res <= 0)
+        c->res = (c->preset[0] || c->flops > 0 || c->r > 0)
+                     ? tr->arch.resolution
+                     : 32;
+    tr->arch.resolution = c->res;
+    return 0;
+}
+
+/* out + suffix, with out's ".safetensors" dropped (so the report and the
+ * checkpoint are never mistaken for a model or its sidecar). */
+static int derive_path(char *dst, size_t len, const char *out,
+                       const char *suffix)
+{
+    size_t n = strlen(out), ext = strlen(".safetensors");
+    if (n > ext && !strcmp(out + n - ext, ".safetensors"))
+        n -= ext;
+    if (n + strlen(suffix) + 1 > len)
+        return -1;
+    memcpy(dst, out, n);
+    memcpy(dst + n, suffix, strlen(suffix) + 1);
+    return 0;
+}
+
+static int train_main(config *c)
+{
+    trainer *tr = calloc(1, sizeof *tr);
+    td_error err = {0};
+    int rc = 1, start_epoch = 0, tty = isatty(2);
+    int saf, mesa, sam, part;
+    double t_run = now_s();
+    if (!tr) {
+        fprintf(stderr, "tinyd-train: out of memory\n");
+        return 1;
+    }
+    tr->cfg = *c;
+    c = &tr->cfg;
+    saf = !strcmp(c->opt, "saf");
+    mesa = !strcmp(c->opt, "mesa");
+    sam = !strcmp(c->opt, "sam");
+    if (c->lr < 0)
+        c->lr = !strcmp(c->base, "adamw") ? 2e-3 : 0.1;
+    if (c->wd < 0)
+        c->wd = !strcmp(c->base, "adamw") ? 0.05 : 1e-4;
+    if (c->saf_lambda < 0)
+        c->saf_lambda = mesa ? 0.8 : 0.3;
+    if ((!c->report[0] &&
+         derive_path(c->report, sizeof c->report, c->out, ".report.json")) ||
+        (!c->checkpoint[0] &&
+         derive_path(c->checkpoint, sizeof c->checkpoint, c->out, ".ckpt"))) {
+        td_error_set(&err, TD_EINVAL, "--out %s: path too long", c->out);
+        goto fail;
+    }
+    if (build_arch(tr, &err))
+        goto fail;
+    if (td_dataset_load(&tr->train, c->data, "train", CLASSES, &err) !=
+            TD_OK ||
+        td_dataset_load(&tr->test, c->data, "t10k", CLASSES, &err) != TD_OK)
+        goto fail;
+    dataset_truncate(&tr->train, c->train_limit);
+    dataset_truncate(&tr->test, c->test_limit);
+    if (c->batch > tr->train.n) {
+        td_error_set(&err, TD_EINVAL, "--batch %d: more than the %d training "
+                     "images", c->batch, tr->train.n);
+        goto fail;
+    }
+    pixel_stats(&tr->train, &tr->mean, &tr->std);
+    if (td_tnt_init(&tr->m, &tr->arch, 1, c->res, &err) != TD_OK)
+        goto fail;
+    td_tnt_init_weights(&tr->m, c->seed);
+    tr->nt = c->threads < c->batch ? c->threads : c->batch;
+    part = (c->batch + tr->nt - 1) / tr->nt;
+    for (int t = 0; t < tr->nt; t++) {
+        worker *w = &tr->w[t];
+        size_t k = (size_t)part * CLASSES;
+        w->tr = tr;
+        w->t = t;
+        w->i0 = c->batch * t / tr->nt;
+        w->i1 = c->batch * (t + 1) / tr->nt;
+        if (td_tnt_ws_init(&w->ws, &tr->m, part, &err) != TD_OK)
+            goto fail;
+        w->x = malloc((size_t)part * c->res * c->res * sizeof(float));
+        w->dlogits = malloc(k * sizeof(float));
+        w->teacher = malloc(k * sizeof(float));
+        w->past = malloc(k * sizeof(float));
+        w->lab = malloc((size_t)part);
+        if (!w->x || !w->dlogits || !w->teacher || !w->past || !w->lab) {
+            td_error_set(&err, TD_ENOMEM, "worker buffers");
+            goto fail;
+        }
+    }
+    tr->buf = calloc(tr->m.n_params, sizeof(float));
+    if (!strcmp(c->base, "adamw"))
+        tr->buf2 = calloc(tr->m.n_params, sizeof(float));
+    if (sam)
+        tr->sam_e = calloc(tr->m.n_params, sizeof(float));
+    if (mesa) {
+        tr->ema_p = malloc(tr->m.n_params * sizeof(float));
+        tr->ema_s = malloc(tr->m.n_stats * sizeof(float));
+        if (tr->ema_p && tr->ema_s) {
+            memcpy(tr->ema_p, tr->m.params, tr->m.n_params * sizeof(float));
+            memcpy(tr->ema_s, tr->m.stats, tr->m.n_stats * sizeof(float));
+        }
+    }
+    if (saf)
+        tr->saf = calloc((size_t)(c->saf_minus + 1) * tr->train.n * CLASSES,
+                         sizeof(float));
+    tr->order = malloc((size_t)tr->train.n * sizeof(int));
+    tr->batch_idx = malloc((size_t)c->batch * sizeof(int));
+    tr->history = json_array();
+    if (!tr->buf || (!strcmp(c->base, "adamw") && !tr->buf2) ||
+        (sam && !tr->sam_e) || (mesa && (!tr->ema_p || !tr->ema_s)) ||
+        (saf && !tr->saf) || !tr->order || !tr->batch_idx || !tr->history) {
+        td_error_set(&err, TD_ENOMEM, "optimiser state");
+        goto fail;
+    }
+    tr->steps_per_epoch = tr->train.n / c->batch; /* drop the last part */
+    tr->total_steps = tr->steps_per_epoch * c->epochs;
+    if (c->resume) {
+        if (access(c->checkpoint, F_OK) == 0) {
+            start_epoch = load_checkpoint(tr, &err);
+            if (start_epoch < 0)
+                goto fail;
+            fprintf(stderr, "tinyd-train: resuming %s after epoch %d\n",
+                    c->checkpoint, start_epoch);
+        } else
+            fprintf(stderr, "tinyd-train: no checkpoint %s, starting fresh\n",
+                    c->checkpoint);
+    }
+    {
+        td_tn_counts cnt;
+        td_tn_arch_count(&tr->arch, c->res, c->res, &cnt);
+        if (!c->quiet)
+            fprintf(stderr,
+                    "tinyd-train: TinyNet r=%g d=%g w=%g at %dx%d: %d blocks, "
+                    "%.3fM params, %.2fM MACs; %s (%s), %d epochs of %ld "
+                    "steps, batch %d, %d threads\n",
+                    tr->arch.r, tr->arch.d, tr->arch.w, c->res, c->res,
+                    tr->arch.n_blocks, cnt.params / 1e6, cnt.macs / 1e6,
+                    c->opt, c->base, c->epochs, tr->steps_per_epoch, c->batch,
+                    tr->nt);
+    }
+    openblas_set_num_threads(1); /* parallelism comes from our workers */
+
+    /* evaluation buffers reuse the worker workspaces (sized `part`) */
+    td_tnt_ws eval_ws[MAX_THREADS];
+    float *eval_x[MAX_THREADS];
+    for (int t = 0; t < tr->nt; t++) {
+        eval_ws[t] = tr->w[t].ws;
+        eval_x[t] = tr->w[t].x;
+    }
+
+    for (tr->epoch = start_epoch; tr->epoch < c->epochs; tr->epoch++) {
+        uint64_t s = td_rng_mix(c->seed, (uint64_t)tr->epoch + 1, 0x5417);
+        double t0 = now_s(), c0 = cpu_s(), loss_sum = 0, kl_sum = 0;
+        double last_print = t0;
+        long seen = 0;
+        int correct = 0;
+        for (int i = 0; i < tr->train.n; i++)
+            tr->order[i] = i;
+        for (int i = tr->train.n - 1; i > 0; i--) {
+            int j = (int)td_rng_below(&s, (uint32_t)i + 1), x = tr->order[i];
+            tr->order[i] = tr->order[j];
+            tr->order[j] = x;
+        }
+        for (long b = 0; b < tr->steps_per_epoch; b++) {
+            double loss, kl, t;
+            int cor;
+            memcpy(tr->batch_idx, tr->order + b * c->batch,
+                   (size_t)c->batch * sizeof(int));
+            train_step(tr, &loss, &kl, &cor);
+            if (!isfinite(loss) || !isfinite(kl)) {
+                if (tty)
+                    fputc('\n', stderr);
+                fprintf(stderr,
+                        "tinyd-train: loss is %g at epoch %d step %ld: "
+                        "stopping; the last good checkpoint (%s) and model "
+                        "are untouched. Try a lower --lr.\n",
+                        loss + kl, tr->epoch + 1, b + 1, c->checkpoint);
+                goto out_fail;
+            }
+            loss_sum += loss + kl;
+            kl_sum += kl;
+            correct += cor;
+            seen += c->batch;
+            t = now_s();
+            if (!c->quiet &&
+                ((tty && t - last_print > 0.2) ||
+                 (!tty && (b + 1) % (tr->steps_per_epoch / 5 + 1) == 0) ||
+                 b + 1 == tr->steps_per_epoch)) {
+                double ips = seen / (t - t0);
+                double left = (double)(tr->steps_per_epoch - b - 1) *
+                                  c->batch / ips +
+                              (double)(c->epochs - tr->epoch - 1) *
+                                  tr->steps_per_epoch * c->batch / ips;
+                progress(tr, b + 1, loss_sum / seen, (double)correct / seen,
+                         ips, left, tty);
+                last_print = t;
+            }
+        }
+        double train_s = now_s() - t0, train_cpu = cpu_s() - c0;
+        double test_acc = evaluate(&tr->m, &tr->test, tr->test.n, tr->mean,
+                                   tr->std, tr->nt, eval_ws, eval_x, part);
+        double secs = now_s() - t0;
+        if (tty && !c->quiet)
+            fputc('\n', stderr);
+        json_array_append_new(
+            tr->history,
+            json_pack("{s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, "
+                      "s:f}",
+                      "epoch", tr->epoch + 1, "loss", loss_sum / seen,
+                      "kl", kl_sum / seen, "train_accuracy",
+                      (double)correct / seen, "test_accuracy", test_acc,
+                      "seconds", secs, "train_seconds", train_s,
+                      "train_cpu_seconds", train_cpu, "images_per_s",
+                      seen / train_s, "images_per_cpu_s", seen / train_cpu,
+                      "lr", tr->lr));
+        if (!c->quiet)
+            fprintf(stderr,
+                    "epoch %d/%d: loss %.4f train %.2f%% test %.2f%% "
+                    "%.1f s %.0f img/s (%.0f per CPU second)\n",
+                    tr->epoch + 1, c->epochs, loss_sum / seen,
+                    100.0 * correct / seen, 100 * test_acc, secs,
+                    seen / train_s, seen / train_cpu);
+        if (save_model(tr, test_acc, &err) || save_checkpoint(tr, &err) ||
+            write_report(tr, &err))
+            goto fail;
+        if (c->stop_after && tr->epoch + 1 == c->stop_after &&
+            tr->epoch + 1 < c->epochs) {
+            fprintf(stderr, "tinyd-train: stopping after epoch %d as asked\n",
+                    tr->epoch + 1);
+            rc = 3;
+            goto out;
+        }
+    }
+    if (!c->quiet)
+        fprintf(stderr, "tinyd-train: wrote %s (report %s) in %.1f s\n",
+                c->out, c->report, now_s() - t_run);
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "tinyd-train: %s\n", err.msg[0] ? err.msg : "failed");
+out_fail:
+    rc = 1;
+out:
+    free_trainer(tr);
+    free(tr);
+    return rc;
+}
+
+static int eval_main(const char *path, const config *c)
+{
+    td_tnt_model m;
+    td_dataset test;
+    td_error err = {0};
+    td_tnt_ws ws[MAX_THREADS];
+    float *x[MAX_THREADS] = {0}, mean, std;
+    int nt = c->threads, chunk = 64, rc = 1;
+    memset(ws, 0, sizeof ws);
+    if (td_tnt_load(&m, path, &mean, &std, &err) != TD_OK) {
+        fprintf(stderr, "tinyd-train eval: %s\n", err.msg);
+        return 1;
+    }
+    if (td_dataset_load(&test, c->data, "t10k", CLASSES, &err) != TD_OK) {
+        fprintf(stderr, "tinyd-train eval: %s\n", err.msg);
+        td_tnt_free(&m);
+        return 1;
+    }
+    dataset_truncate(&test, c->test_limit);
+    openblas_set_num_threads(1);
+    for (int t = 0; t < nt; t++) {
+        x[t] = malloc((size_t)chunk * m.res * m.res * sizeof(float));
+        if (!x[t] || td_tnt_ws_init(&ws[t], &m, chunk, &err) != TD_OK) {
+            fprintf(stderr, "tinyd-train eval: %s\n",
+                    err.msg[0] ? err.msg : "out of memory");
+            goto out;
+        }
+    }
+    double t0 = now_s();
+    double acc = evaluate(&m, &test, test.n, mean, std, nt, ws, x, chunk);
+    double dt = now_s() - t0;
+    printf("%s: test accuracy %.4f (%d images, %.1f s, %.0f img/s)\n", path,
+           acc, test.n, dt, test.n / dt);
+    rc = 0;
+out:
+    for (int t = 0; t < nt; t++) {
+        td_tnt_ws_free(&ws[t]);
+        free(x[t]);
+    }
+    td_dataset_free(&test);
+    td_tnt_free(&m);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    config c;
+    td_error err = {0};
+    const char *eval_path = NULL;
+    int i = 1;
+    config_defaults(&c);
+    if (argc > 1 && !strcmp(argv[1], "eval")) {
+        if (argc < 3 || argv[2][0] == '-') {
+            fprintf(stderr, "tinyd-train eval: which MODEL?\n");
+            usage(stderr);
+            return 2;
+        }
+        eval_path = argv[2];
+        i = 3;
+    }
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (strncmp(a, "--", 2) || !a[2]) {
+            fprintf(stderr, "tinyd-train: unexpected argument \"%s\"\n", a);
+            usage(stderr);
+            return 2;
+        }
+        a += 2;
+        if (!strcmp(a, "resume") || !strcmp(a, "quiet")) {
+            apply(&c, a, "1", &err);
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "tinyd-train: --%s needs a value\n", a);
+            return 2;
+        }
+        if (apply(&c, a, argv[++i], &err)) {
+            fprintf(stderr, "tinyd-train: %s\n", err.msg);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (eval_path)
+        return eval_main(eval_path, &c);
+    return train_main(&c);
+}
