@@ -473,10 +473,9 @@ static void apply_update(trainer *tr, const float *g)
     }
 }
 
-static td_tnt_ws *ws_list[MAX_THREADS];
-
 static void update_running(trainer *tr)
 {
+    td_tnt_ws *ws_list[MAX_THREADS];
     int k = 0;
     for (int t = 0; t < tr->nt; t++)
         if (tr->w[t].i1 > tr->w[t].i0)
