@@ -234,8 +234,11 @@ for w in $avail; do
         rps=$(median "$tmp/$w.c$c" 1)
         p50=$(median "$tmp/$w.c$c" 2)
         p99=$(median "$tmp/$w.c$c" 3)
+        # no request finished within wrk's 10 s timeout: no latency to show
         awk -v w="$w" -v n="$n" -v c="$c" -v r="$rps" -v a="$p50" -v b="$p99" -v kb="$kb" \
-            'BEGIN { printf "%-9s %5d %5d %9.1f %9.1f %10.2f %10.2f %8d\n",
-                     w, n, c, r, r * n, a / 1000, b / 1000, kb }'
+            'BEGIN { if (r + 0 == 0) printf "%-9s %5d %5d %9s %9s %10s %10s %8d\n",
+                         w, n, c, "0", "0", "timeout", "timeout", kb
+                     else printf "%-9s %5d %5d %9.1f %9.1f %10.2f %10.2f %8d\n",
+                         w, n, c, r, r * n, a / 1000, b / 1000, kb }'
     done
 done

@@ -233,7 +233,7 @@ def main():
         "; PyTorch %s" % versions["torch"] if "torch" in versions else "",
         "; ONNX Runtime %s (onnxruntime-node, CPU EP)" % versions["ort"]
         if "ort" in versions else ""))
-    print("# %d interleaved rounds, each measurement >= %d passes or %.1f s;"
+    print("# %d interleaved rounds, each measurement >= %d passes or %g s;"
           " medians over rounds; ratio = tinyd / reference" % (
               args.rounds, args.min_reps, args.seconds))
     for n, t in configs:

@@ -345,4 +345,43 @@ def _():
         d.close()
 
 
+@t.test("kill -9 of the daemon while a job writes its oracle: no partial "
+        "oracle, the job is built again at restart, complete")
+def _():
+    d = tdtest.Daemon()
+    lin = tdtest.Linear.seeded(5, features=4)
+    lin.save(d.repo, "lin")
+    d.start()
+    try:
+        n = 120000
+        body = "".join("%d %d %d\n" % (i, i + 1, 1 + i % 7)
+                       for i in range(n - 1))
+        want = float(sum(1 + i % 7 for i in range(n - 1)))
+        oracles = os.path.join(d.state, "oracles")
+        pattern = os.path.join(oracles, ".long.safetensors.tmp.*")
+        r = d.post("/v1/graphs?name=long&eps=1", body, timeout=60)
+        eq(r.status, 202, "submit (%r)" % r.body[:200])
+        job = r.json()["id"]
+        deadline = time.monotonic() + 50
+        while not glob.glob(pattern):
+            check(time.monotonic() < deadline and d.proc.poll() is None,
+                  "the oracle's temporary never appeared")
+            check(not os.path.exists(os.path.join(oracles,
+                                                  "long.safetensors")),
+                  "the oracle was published before the kill")
+        d.kill()
+        check(glob.glob(pattern), "killed after the rename")
+        check(not os.path.exists(os.path.join(oracles, "long.safetensors")),
+              "a partial oracle under the real name")
+        d.start()
+        eq(sorted(d.models()), ["lin"], "models right after the restart "
+           "(the temporary is not listed)")
+        tdtest.check_infer(d, "lin", lin, ROWS, "lin after the restart")
+        eq(wait_job(d, job, timeout=50)["state"], "ready", "rebuilt job")
+        tdtest.wait_for(lambda: "long" in d.models(), 10, "long listed")
+        eq(distance(d, "long", 0, n - 1), want, "end-to-end distance")
+    finally:
+        d.close()
+
+
 t.run()
