@@ -203,6 +203,13 @@ def kill_mid_write(cmd, out_dir, base, attempts=4):
     return False, proc
 
 
+def complete_oracle(path):
+    """The file is a whole, valid oracle (what a finished writer renames)."""
+    p = subprocess.run([ORACLE_BIN, "info", path], capture_output=True,
+                       timeout=60)
+    return p.returncode == 0
+
+
 @t.test("kill -9 mid-write: the target is absent or the old file, never "
         "partial; the daemon lists no temporary")
 def _():
@@ -223,7 +230,10 @@ def _():
                                     fresh, "--eps", "1"], d.repo,
                                    "fresh.safetensors")
         check(caught, "never killed before the rename in 4 attempts")
-        check(not os.path.exists(fresh), "a partial fresh.safetensors")
+        # An earlier attempt may have finished (the machine decides when a
+        # kill lands): then the file is a complete one, never a partial.
+        if os.path.exists(fresh):
+            check(complete_oracle(fresh), "a partial fresh.safetensors")
         # 2. Over an existing oracle: it must be the old bytes.
         city = os.path.join(d.repo, "city.safetensors")
         caught, _ = kill_mid_write([ORACLE_BIN, "build", graph, "--out",
@@ -231,7 +241,9 @@ def _():
                                    "city.safetensors")
         check(caught, "never killed before the rename in 4 attempts")
         with open(city, "rb") as f:
-            check(f.read() == old, "city.safetensors changed")
+            check(f.read() == old or complete_oracle(city),
+                  "city.safetensors is neither the old file nor a complete "
+                  "new one")
         left = temps(d.repo)
         check(left, "the killed writers' temporaries should be left over")
         tdtest.diag("left over: %s" % " ".join(left))
