@@ -64,6 +64,14 @@ static double peak_rss_mib(void)
     return (double)ru.ru_maxrss / 1024.0;
 }
 
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 +
+           (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+}
+
 static void progress(void *ctx, double f, const char *phase)
 {
     int *last = ctx;
@@ -157,6 +165,7 @@ int main(int argc, char **argv)
                pct(lat2, nd, 0.5), pct(lat2, nd, 0.99), nd);
         printf("bidijkstra      median %10.0f ns  p99 %10.0f ns  (%u pairs)\n",
                pct(lat, pairs, 0.5), pct(lat, pairs, 0.99), pairs);
+        fflush(stdout);
 
         char mbuf[256], ebuf[256];
         snprintf(mbuf, sizeof mbuf, "%s", modes);
@@ -181,15 +190,18 @@ int main(int argc, char **argv)
                     p.ancestor_branches = anc;
                 p.progress = progress;
                 p.progress_ctx = &last;
+                double cpu0 = cpu_seconds();
                 if (td_oracle_build(&g, &p, &o, &err) != TD_OK) {
                     fprintf(stderr, "build %s eps %s: %s\n", ms, es, err.msg);
                     continue;
                 }
+                double cpu = cpu_seconds() - cpu0;
                 size_t bytes = td_oracle_bytes(&o);
                 size_t gbytes = td_graph_bytes(&g);
-                printf("%-9s eps %-5s build %7.2f s  peak RSS %7.0f MiB  "
-                       "oracle %8.1f MiB (%6.0f B/vertex, %6.0f without the "
-                       "graph)\n", ms, es, o.stats.build_seconds,
+                printf("%-9s eps %-5s build %7.2f s (CPU %.2f s)  peak RSS "
+                       "%7.0f MiB  oracle %8.1f MiB (%6.0f B/vertex, %6.0f "
+                       "without the graph)\n", ms, es, o.stats.build_seconds,
+                       cpu,
                        peak_rss_mib(), (double)bytes / 1048576.0,
                        (double)bytes / g.n, (double)(bytes - gbytes) / g.n);
                 if (o.mode == TD_ORACLE_LABELS)

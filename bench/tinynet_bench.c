@@ -11,7 +11,18 @@
  * OpenBLAS runs single-threaded (td_blas_set_threads(1)); parallelism comes
  * from our threads, as in the daemon.
  *
- * Usage: tinynet_bench [variants (default abcde)] [seconds per figure, 0.5] */
+ * Usage: tinynet_bench [variants (default abcde)] [seconds per figure, 0.5]
+ *
+ * tinynet_bench --serve: one measurement per line of standard input, for
+ * bench/tinynet_compare.py, which interleaves it with the references:
+ *   in:  VARIANT BATCH THREADS SECONDS MIN_ROUNDS   e.g. "e 32 2 0.5 3"
+ *   out: ok WALL_MS CPU_MS ROUNDS  (median ms per batch; the sum over
+ *        workers of each one's median thread CPU ms) or "error MESSAGE"
+ * BATCH images are split evenly over THREADS workers, as the daemon splits
+ * a large batch, so WALL_MS is the time of the whole batch.
+ *
+ * tinynet_bench --save VARIANT PATH: write the variant with these random
+ * weights as a model file in our format (for bench/http_infer.sh). */
 #include "config.h"
 
 #include <math.h>
@@ -172,7 +183,7 @@ static void worker_free(worker *w)
  * n together, rounds chosen to fill about `budget` seconds; *cpu (if
  * given) gets the median thread CPU time of one worker's forward. */
 static double measure(const td_tinynet *m, int n, int threads, double budget,
-                      double *cpu)
+                      int min_rounds, double *cpu, int *rounds_out)
 {
     worker w[2];
     pthread_t th[2];
@@ -189,7 +200,9 @@ static double measure(const td_tinynet *m, int n, int threads, double budget,
     worker_free(&w[0]);
     pthread_barrier_destroy(&start);
     rounds = (int)(budget / (probe > 1e-6 ? probe : 1e-6));
-    rounds = rounds < 5 ? 5 : rounds > 500 ? 500 : rounds;
+    rounds = rounds < min_rounds ? min_rounds : rounds > 500 ? 500 : rounds;
+    if (rounds_out)
+        *rounds_out = rounds;
     pthread_barrier_init(&start, NULL, (unsigned)threads);
     for (t = 0; t < threads; t++) {
         if (worker_init(&w[t], m, n, rounds) != 0)
@@ -208,13 +221,70 @@ static double measure(const td_tinynet *m, int n, int threads, double budget,
                 all[r] = w[t].times[r];
     }
     med = median(all, rounds);
-    if (cpu) /* median CPU time of the first worker */
-        *cpu = median(w[0].cpu, rounds);
+    if (cpu) { /* sum over workers of each one's median thread CPU time */
+        *cpu = 0;
+        for (t = 0; t < threads; t++)
+            *cpu += median(w[t].cpu, rounds);
+    }
     free(all);
     for (t = 0; t < threads; t++)
         worker_free(&w[t]);
     pthread_barrier_destroy(&start);
     return med;
+}
+
+static td_tinynet *model_of(td_tinynet **cache, char v, td_error *err)
+{
+    char name[16];
+    td_tn_arch a;
+    if (v < 'a' || v > 'e') {
+        td_error_set(err, TD_EINVAL, "unknown variant '%c' (a..e)", v);
+        return NULL;
+    }
+    if (cache[v - 'a'])
+        return cache[v - 'a'];
+    snprintf(name, sizeof name, "tinynet_%c", v);
+    if (td_tn_arch_preset(&a, name, 1000, err) != TD_OK ||
+        td_tinynet_new(&cache[v - 'a'], &a, err) != TD_OK)
+        return NULL;
+    init_weights(cache[v - 'a']);
+    return cache[v - 'a'];
+}
+
+static int serve(void)
+{
+    td_tinynet *cache[5] = {0};
+    char line[256];
+    int i;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    while (fgets(line, sizeof line, stdin)) {
+        char v;
+        int n, threads, min_rounds, rounds = 0;
+        double budget, wall, cpu = 0;
+        td_error err;
+        td_tinynet *m;
+        if (sscanf(line, " %c %d %d %lf %d", &v, &n, &threads, &budget,
+                   &min_rounds) != 5 ||
+            n < 1 || threads < 1 || threads > 2 || n % threads ||
+            min_rounds < 1) {
+            printf("error bad request (VARIANT BATCH THREADS SECONDS "
+                   "MIN_ROUNDS; THREADS 1 or 2 dividing BATCH)\n");
+            continue;
+        }
+        if (!(m = model_of(cache, v, &err))) {
+            printf("error %s\n", err.msg);
+            continue;
+        }
+        wall = measure(m, n / threads, threads, budget, min_rounds, &cpu,
+                       &rounds);
+        if (wall < 0)
+            printf("error forward failed or out of memory\n");
+        else
+            printf("ok %.4f %.4f %d\n", wall * 1e3, cpu * 1e3, rounds);
+    }
+    for (i = 0; i < 5; i++)
+        td_tinynet_free(cache[i]);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -223,6 +293,26 @@ int main(int argc, char **argv)
     double budget = argc > 2 ? atof(argv[2]) : 0.5;
     const char *v;
     td_blas_set_threads(1);
+    if (argc > 1 && strcmp(argv[1], "--serve") == 0)
+        return serve();
+    if (argc > 1 && strcmp(argv[1], "--save") == 0) {
+        td_tinynet *cache[5] = {0};
+        td_error err;
+        td_tinynet *m;
+        int i, rc = 0;
+        if (argc != 4 || strlen(argv[2]) != 1) {
+            fprintf(stderr, "usage: tinynet_bench --save a..e PATH\n");
+            return 2;
+        }
+        if (!(m = model_of(cache, argv[2][0], &err)) ||
+            td_tinynet_save(m, argv[3], &err) != TD_OK) {
+            fprintf(stderr, "tinynet_bench: %s\n", err.msg);
+            rc = 1;
+        }
+        for (i = 0; i < 5; i++)
+            td_tinynet_free(cache[i]);
+        return rc;
+    }
     printf("TinyNet forward, random weights, 1000 classes, OpenBLAS 1 thread "
            "per worker; medians\n");
     printf("%-9s %4s %8s | %9s %7s %7s | %9s %7s | %9s %9s %7s\n",
@@ -244,9 +334,9 @@ int main(int argc, char **argv)
         init_weights(m);
         td_tn_arch_count(&a, a.resolution, a.resolution, &c);
         gf = 2.0 * (double)c.macs / 1e9;
-        t1 = measure(m, 1, 1, budget, &t1cpu);
-        t16 = measure(m, 16, 1, budget, NULL);
-        t32 = measure(m, 32, 2, budget, NULL);
+        t1 = measure(m, 1, 1, budget, 5, &t1cpu, NULL);
+        t16 = measure(m, 16, 1, budget, 5, NULL, NULL);
+        t32 = measure(m, 32, 2, budget, 5, NULL, NULL);
         if (t1 < 0 || t16 < 0 || t32 < 0) {
             fprintf(stderr, "%s: out of memory\n", name);
             return 1;

@@ -186,6 +186,13 @@ double td_dijkstra_pair(const td_graph *g, td_dijkstra_ws *ws, uint32_t s,
 double td_bidijkstra(const td_graph *g, td_dijkstra_ws *ws, uint32_t s,
                      uint32_t t, double upper_bound)
 {
+    return td_bidijkstra_lb(g, ws, s, t, upper_bound, NULL, NULL);
+}
+
+double td_bidijkstra_lb(const td_graph *g, td_dijkstra_ws *ws, uint32_t s,
+                        uint32_t t, double upper_bound, td_lower_bound_fn lb,
+                        const void *lb_ctx)
+{
     td_dside *f = &ws->side[0], *b = &ws->side[1];
     double best = upper_bound;
     if (s == t)
@@ -207,6 +214,8 @@ double td_bidijkstra(const td_graph *g, td_dijkstra_ws *ws, uint32_t s,
         td_dside *me = kf <= kb ? f : b, *other = me == f ? b : f;
         uint32_t x = pop_min(me);
         double dx = me->dist[x];
+        if (lb && dx + lb(lb_ctx, x, me == f ? t : s) >= best)
+            continue; /* every path through x is at least best */
         for (uint64_t e = g->off[x]; e < g->off[x + 1]; e++) {
             uint32_t y = g->adj[e];
             double nd = dx + g->w[e];

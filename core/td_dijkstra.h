@@ -80,4 +80,17 @@ double td_dijkstra_pair(const td_graph *g, td_dijkstra_ws *ws, uint32_t s,
 double td_bidijkstra(const td_graph *g, td_dijkstra_ws *ws, uint32_t s,
                      uint32_t t, double upper_bound);
 
+/* A lower bound on d(v, target) (e.g. an oracle's answer divided by its
+ * factor). Must never exceed the true distance. */
+typedef double (*td_lower_bound_fn)(const void *ctx, uint32_t v,
+                                    uint32_t target);
+
+/* td_bidijkstra that also skips expanding a vertex v popped at distance
+ * dv when dv + lb(v, other end) >= the best length known: no shorter
+ * path can pass there. Exact as long as lb never overestimates. lb may be
+ * NULL. */
+double td_bidijkstra_lb(const td_graph *g, td_dijkstra_ws *ws, uint32_t s,
+                        uint32_t t, double upper_bound, td_lower_bound_fn lb,
+                        const void *lb_ctx);
+
 #endif

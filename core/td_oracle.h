@@ -125,6 +125,10 @@ td_status td_oracle_query_exact(const td_oracle *o, td_dijkstra_ws *ws,
                                 uint32_t u, uint32_t v, double *dist,
                                 td_error *err);
 
+/* A td_lower_bound_fn (ctx = the oracle): answer(x, target) / factor, a
+ * lower bound on d(x, target) when the factor is finite (0 otherwise). */
+double td_oracle_lower_bound(const void *oracle, uint32_t x, uint32_t target);
+
 /* Bytes of the oracle's arrays (graph included). */
 size_t td_oracle_bytes(const td_oracle *o);
 

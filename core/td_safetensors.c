@@ -502,8 +502,18 @@ td_status td_st_expect(const td_st_file *f, const char *name, td_dtype dt,
     int i, ok;
     if (out)
         *out = NULL;
-    if (!t)
-        return td_error_set(err, TD_EFORMAT, "missing tensor " QNAME, name);
+    if (!t) {
+        const char *dn = td_dtype_name(dt);
+        if (ndim < 0)
+            return td_error_set(err, TD_EFORMAT,
+                                "missing tensor " QNAME " (expected %s)",
+                                name, dn ? dn : "?");
+        shape_str(want, sizeof want,
+                  ndim > TD_ST_MAX_DIMS ? TD_ST_MAX_DIMS : ndim, shape);
+        return td_error_set(err, TD_EFORMAT,
+                            "missing tensor " QNAME " (expected %s %s)",
+                            name, dn ? dn : "?", want);
+    }
     ok = t->dtype == dt;
     if (ndim >= 0) {
         ok = ok && t->ndim == ndim;

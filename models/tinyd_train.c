@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1223,6 +1224,9 @@ int main(int argc, char **argv)
     td_error err = {0};
     const char *eval_path = NULL;
     int i = 1;
+    /* A write past RLIMIT_FSIZE must fail with EFBIG (reported, the
+     * previous file kept) instead of killing us with SIGXFSZ. */
+    signal(SIGXFSZ, SIG_IGN);
     config_defaults(&c);
     if (argc > 1 && !strcmp(argv[1], "eval")) {
         if (argc < 3 || argv[2][0] == '-') {

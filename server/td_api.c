@@ -23,6 +23,8 @@ static void api_req_free(void *p)
     if (!a)
         return;
     td_infer_job_free(a->job);
+    if (a->model)
+        td_model_unref(a->model);
     free(a);
 }
 
@@ -118,6 +120,16 @@ static void model_meta(td_server *s, td_request *req, const td_match *m)
                     specs_json(in, n_in), "outputs", specs_json(out, n_out));
     if (obj && e->model->kind->describe) {
         json_t *params = e->model->kind->describe(e->model->impl);
+        if (params && e->model->kind->labels) {
+            int n_labels = 0, k;
+            const char *const *labels =
+                e->model->kind->labels(e->model->impl, &n_labels);
+            json_t *arr = labels ? json_array() : NULL;
+            for (k = 0; arr && k < n_labels; k++)
+                json_array_append_new(arr, json_string(labels[k]));
+            if (arr)
+                json_object_set_new(params, "labels", arr);
+        }
         if (params)
             json_object_set_new(obj, "parameters", params);
     }
@@ -155,6 +167,38 @@ static void models_index(td_server *s, td_request *req)
 
 /* ------------------------------------------------------------ metrics */
 
+typedef uint64_t (*queue_stat_fn)(const td_batch_queue *q);
+
+static uint64_t stat_batches(const td_batch_queue *q)
+{
+    return q->stats.batches;
+}
+static uint64_t stat_queue_us(const td_batch_queue *q)
+{
+    return q->stats.queue_ns / 1000;
+}
+static uint64_t stat_compute_us(const td_batch_queue *q)
+{
+    return q->stats.compute_ns / 1000;
+}
+
+/* One counter family with a sample per model (0 before its first batch). */
+static void queue_family(td_server *s, td_buf *b, const char *metric,
+                         const char *help, queue_stat_fn stat)
+{
+    size_t i;
+    td_buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", metric, help,
+                  metric);
+    for (i = 0; i < s->registry.n_entries; i++) {
+        const td_batch_queue *q =
+            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
+        td_buf_printf(b, "%s{model=\"", metric);
+        td_metrics_label(b, s->registry.entries[i].name);
+        td_buf_printf(b, "\"} %llu\n",
+                      q ? (unsigned long long)stat(q) : 0ull);
+    }
+}
+
 /* Triton's exec count, queue and compute time, and a batch size
  * histogram, from the batcher's per-model queues. */
 static void batch_metrics(td_server *s, td_buf *b)
@@ -163,43 +207,14 @@ static void batch_metrics(td_server *s, td_buf *b)
                                       "64", "128", "+Inf"};
     size_t i;
     int k;
-    td_buf_printf(b, "# HELP tinyd_inference_exec_count_total Forward passes "
-                     "(a merged batch counts once).\n"
-                     "# TYPE tinyd_inference_exec_count_total counter\n");
-    for (i = 0; i < s->registry.n_entries; i++) {
-        const td_batch_queue *q =
-            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
-        td_buf_printf(b, "tinyd_inference_exec_count_total{model=\"");
-        td_metrics_label(b, s->registry.entries[i].name);
-        td_buf_printf(b, "\"} %llu\n",
-                      q ? (unsigned long long)q->stats.batches : 0ull);
-    }
-    td_buf_printf(b, "# HELP tinyd_inference_queue_duration_us_total "
-                     "Microseconds requests waited for their batch.\n"
-                     "# TYPE tinyd_inference_queue_duration_us_total "
-                     "counter\n");
-    for (i = 0; i < s->registry.n_entries; i++) {
-        const td_batch_queue *q =
-            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
-        td_buf_printf(b, "tinyd_inference_queue_duration_us_total{model=\"");
-        td_metrics_label(b, s->registry.entries[i].name);
-        td_buf_printf(b, "\"} %llu\n",
-                      q ? (unsigned long long)(q->stats.queue_ns / 1000) : 0ull);
-    }
-    td_buf_printf(b, "# HELP tinyd_inference_compute_duration_us_total "
-                     "Microseconds of forward passes.\n"
-                     "# TYPE tinyd_inference_compute_duration_us_total "
-                     "counter\n");
-    for (i = 0; i < s->registry.n_entries; i++) {
-        const td_batch_queue *q =
-            td_batcher_queue(&s->batcher, s->registry.entries[i].name);
-        td_buf_printf(b,
-                      "tinyd_inference_compute_duration_us_total{model=\"");
-        td_metrics_label(b, s->registry.entries[i].name);
-        td_buf_printf(b, "\"} %llu\n",
-                      q ? (unsigned long long)(q->stats.compute_ns / 1000)
-                        : 0ull);
-    }
+    queue_family(s, b, "tinyd_inference_exec_count_total",
+                 "Forward passes (a merged batch counts once).",
+                 stat_batches);
+    queue_family(s, b, "tinyd_inference_queue_duration_us_total",
+                 "Microseconds requests waited for their batch.",
+                 stat_queue_us);
+    queue_family(s, b, "tinyd_inference_compute_duration_us_total",
+                 "Microseconds of forward passes.", stat_compute_us);
     td_buf_printf(b, "# HELP tinyd_inference_batch_size Rows per forward "
                      "pass.\n"
                      "# TYPE tinyd_inference_batch_size histogram\n");
@@ -332,13 +347,19 @@ static void infer_parse(td_request *req)
     job->status = td_oip_parse(req->body, req->body_len, a->json_len, in,
                                n_in, out, n_out, &limits, &job->oip,
                                &job->err);
-    if (job->status == TD_OK)
+    if (job->status == TD_OK) {
         job->rows = job->oip.inputs[0].ndim > 0 ? job->oip.inputs[0].shape[0]
                                                 : 1;
+        if (job->rows == 0)
+            job->status = td_error_set(&job->err, TD_EINVAL,
+                                       "input \"%s\": the batch is empty "
+                                       "(shape[0] is 0)",
+                                       in[0].name);
+    }
 }
 
 /* Loop thread: a bad request is answered now; a good one is batched. */
-static void infer_parsed(td_request *req)
+void td_api_submit_prepared(td_request *req)
 {
     td_server *s = req->app;
     td_api_req *a = req->route_data;
@@ -359,7 +380,7 @@ static void infer_start(td_server *s, td_request *req, td_api_req *a)
     const char *hlen;
     if (!e)
         return;
-    if (!e->model) {
+    if (!e->model && !a->model) {
         td_http_respond_error(req, 503, "model \"%s\" is not available: %s",
                               e->name,
                               e->unloaded ? "unloaded on request"
@@ -388,10 +409,10 @@ static void infer_start(td_server *s, td_request *req, td_api_req *a)
         return;
     }
     a->job->req = req;
-    a->job->model = e->model;
-    td_model_ref(e->model);
+    a->job->model = a->model ? a->model : e->model;
+    td_model_ref(a->job->model);
     a->job->write = oip_write;
-    td_http_defer(req, infer_parse, infer_parsed);
+    td_http_defer(req, infer_parse, td_api_submit_prepared);
 }
 
 /* ------------------------------------------------------------ dispatch */
@@ -459,13 +480,17 @@ void td_api_on_headers(void *app, td_request *req)
         td_http_respond_error(req, 503, "server is draining (shutting down)");
         return;
     }
-    /* Unknown models are refused before their body is read. */
-    if ((a->match.route == TD_ROUTE_MODEL_INFER ||
-         a->match.route == TD_ROUTE_CLASSIFY) &&
-        !td_registry_find(&s->registry, a->match.name)) {
-        td_http_respond_error(req, 404, "unknown model \"%s\"",
-                              a->match.name);
-        return;
+    /* Unknown models are refused before their body is read; a known one
+     * is pinned now: the request runs on the version serving when it
+     * began, whatever a reload does during its upload. */
+    if (a->match.route == TD_ROUTE_MODEL_INFER ||
+        a->match.route == TD_ROUTE_CLASSIFY) {
+        if (!td_registry_find(&s->registry, a->match.name)) {
+            td_http_respond_error(req, 404, "unknown model \"%s\"",
+                                  a->match.name);
+            return;
+        }
+        a->model = td_registry_acquire(&s->registry, a->match.name);
     }
 }
 

@@ -16,6 +16,9 @@ typedef struct td_api_req {
     td_match match;
     td_infer_job *job;        /* inference: prepared on the pool, then
                                  handed to the batcher (which frees it) */
+    td_model *model;          /* inference: the version serving when the
+                                 headers arrived (one reference), so a swap
+                                 during the upload cannot change it */
     size_t json_len;
     int64_t rows;             /* for metrics, once answered */
 } td_api_req;
@@ -24,6 +27,9 @@ typedef struct td_api_req {
 void td_api_respond_json(td_request *req, int status, json_t *obj);
 
 void td_api_classify(td_server *s, td_request *req, td_api_req *a);
+/* done_fn of a request prepared on the pool (parsed, or images decoded):
+ * answer its error, or hand its job to the model's batcher. */
+void td_api_submit_prepared(td_request *req);
 /* READY, UNAVAILABLE (failed to load) or UNLOADED (on request). */
 const char *td_api_entry_state(const td_entry *e);
 void td_api_repo_index(td_server *s, td_request *req);

@@ -180,21 +180,6 @@ static void classify_prepare(td_request *req)
     }
 }
 
-static void classify_prepared(td_request *req)
-{
-    td_server *s = req->app;
-    td_api_req *a = req->route_data;
-    td_infer_job *job = a->job;
-    if (job->status != TD_OK) {
-        td_http_respond_error(req, td_status_http(job->status), "%s",
-                              job->err.msg);
-        return;
-    }
-    a->job = NULL;
-    a->rows = job->rows;
-    td_batcher_submit(&s->batcher, job);
-}
-
 /* Loop thread: probe one image's header against the limits. */
 static int probe_image(td_server *s, td_request *req, int i,
                        const unsigned char *bytes, size_t len)
@@ -257,16 +242,16 @@ void td_api_classify(td_server *s, td_request *req, td_api_req *a)
                               a->match.name);
         return;
     }
-    if (!e->model) {
+    if (!a->model) {
         td_http_respond_error(req, 503, "model \"%s\" is not available: %s",
                               e->name, e->reason ? e->reason : "not loaded");
         return;
     }
-    if (!e->model->kind->image_transform) {
+    if (!a->model->kind->image_transform) {
         td_http_respond_error(req, 400,
                               "model \"%s\" (kind %s) does not classify "
                               "images; use /v2/models/%s/infer",
-                              e->name, e->model->kind->kind, e->name);
+                              e->name, a->model->kind->kind, e->name);
         return;
     }
     c = calloc(1, sizeof *c);
@@ -396,10 +381,10 @@ void td_api_classify(td_server *s, td_request *req, td_api_req *a)
         return;
     }
     a->job->req = req;
-    a->job->model = e->model;
-    td_model_ref(e->model);
+    a->job->model = a->model;
+    td_model_ref(a->model);
     a->job->write = classify_write;
     a->job->write_data = c;
     a->job->write_free = classify_req_free;
-    td_http_defer(req, classify_prepare, classify_prepared);
+    td_http_defer(req, classify_prepare, td_api_submit_prepared);
 }

@@ -38,6 +38,7 @@ struct td_http {
     unsigned in_pool;
     int in_run;      /* inside MHD_run: a resume must not re-enter it */
     int run_again;
+    int closed_in_run; /* a connection closed: run MHD once more */
     /* Suspended requests, so td_http_stop can answer them. */
     td_request **suspended;
     size_t n_suspended, cap_suspended;
@@ -71,6 +72,14 @@ static void http_run(td_http *h)
         MHD_run(h->daemon);
     } while (h->run_again);
     h->in_run = 0;
+    /* At its connection limit MHD takes the listen socket out of its epoll
+     * set and puts it back only at the start of a run: after a close, run
+     * again soon so a connection waiting in the backlog is accepted. */
+    if (h->closed_in_run) {
+        h->closed_in_run = 0;
+        uv_timer_start(&h->timer, on_timer, 0, 0);
+        return;
+    }
     if (MHD_get_timeout(h->daemon, &timeout) == MHD_YES) {
         /* Cap the wait so a clock jump never stalls the daemon. */
         if (timeout > 60000)
@@ -434,6 +443,17 @@ static void completed_cb(void *cls, struct MHD_Connection *conn,
     request_free(req);
 }
 
+static void notify_connection(void *cls, struct MHD_Connection *conn,
+                              void **socket_context,
+                              enum MHD_ConnectionNotificationCode toe)
+{
+    td_http *h = cls;
+    (void)conn;
+    (void)socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+        h->closed_in_run = 1;
+}
+
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     td_http *h = cls;
@@ -542,6 +562,7 @@ td_status td_http_start(uv_loop_t *loop, const td_http_options *opt,
             flags, 0, NULL, NULL, access_cb, h, MHD_OPTION_EXTERNAL_LOGGER,
             mhd_logger, h, MHD_OPTION_LISTEN_SOCKET, fd,
             MHD_OPTION_NOTIFY_COMPLETED, completed_cb, h,
+            MHD_OPTION_NOTIFY_CONNECTION, notify_connection, h,
             MHD_OPTION_CONNECTION_LIMIT, opt->max_connections,
             MHD_OPTION_PER_IP_CONNECTION_LIMIT, opt->max_connections_per_ip,
             MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout_s,

@@ -100,6 +100,8 @@ static size_t tinynet_scratch(const void *impl, const td_infer_params *params,
 {
     const td_tinynet *n = ((const tinynet_model *)impl)->net;
     (void)params;
+    if (rows <= 0)
+        return 0;
     return td_tinynet_scratch_bytes(n, (int)rows, n->arch.resolution,
                                     n->arch.resolution);
 }

@@ -40,6 +40,9 @@ void td_scratch_free(td_scratch_pool *p)
 td_arena *td_scratch_borrow(td_scratch_pool *p, size_t bytes)
 {
     td_arena *a = NULL;
+    /* A model's size function answers SIZE_MAX for sizes it refuses. */
+    if (bytes > ((size_t)1 << 40))
+        return NULL;
     pthread_mutex_lock(&p->lock);
     if (p->n_free > 0)
         a = &p->arenas[p->free_list[--p->n_free]];

@@ -49,7 +49,8 @@ STOP_TIMEOUT = float(os.environ.get("TD_STOP_TIMEOUT", "15"))
 # ------------------------------------------------------------------ TAP
 
 class Skip(Exception):
-    """Raised by TAP.skip: the case cannot run here (say why)."""
+    """Raised by TAP.skip (or directly) in a case that cannot run here:
+    reported as `ok N - name # SKIP why`."""
 
 
 class TAP:
@@ -62,6 +63,7 @@ class TAP:
     def __init__(self):
         self.cases = []
         self.cleanups = []
+        self.setups = []
 
     def test(self, name, todo=None):
         """Register a case. todo: why a known daemon bug makes it fail;
@@ -72,6 +74,12 @@ class TAP:
             return fn
         return register
 
+    def setup(self, fn):
+        """Run fn before the cases; if it fails, every case fails with its
+        diagnostic (the plan is still printed, so nothing goes uncounted)."""
+        self.setups.append(fn)
+        return fn
+
     def cleanup(self, fn):
         """Run fn after all cases (even when one failed)."""
         self.cleanups.append(fn)
@@ -79,8 +87,19 @@ class TAP:
 
     def run(self):
         print("1..%d" % len(self.cases), flush=True)
+        setup_error = None
+        try:
+            for fn in self.setups:
+                fn()
+        except Exception:
+            setup_error = traceback.format_exc().rstrip().splitlines()
         failed = 0
         for i, (name, fn, todo) in enumerate(self.cases, 1):
+            if setup_error:
+                print("not ok %d - %s" % (i, name))
+                diag("setup failed:\n" + "\n".join(setup_error[-40:])
+                     if i == 1 else "setup failed (see case 1)")
+                continue
             t0 = time.monotonic()
             mark = " # TODO %s" % todo if todo else ""
             try:
@@ -94,6 +113,7 @@ class TAP:
                 print("not ok %d - %s%s" % (i, name, mark))
                 for line in traceback.format_exc().rstrip().splitlines():
                     print("# " + line)
+                report_crashed_daemons()
             else:
                 print("ok %d - %s%s" % (i, name, mark))
                 diag("%.2fs" % (time.monotonic() - t0))
@@ -109,6 +129,20 @@ class TAP:
         # Failures are the `not ok` lines; a non-zero status would make the
         # TAP driver count one more ERROR. It is kept for a crashed script.
         sys.exit(0)
+
+
+_daemons = []   # every Daemon started, to explain a failure by a crash
+
+
+def report_crashed_daemons():
+    """After a failed case: show the stderr of any tinyd that exited
+    without being told to (a crash explains the failures that follow)."""
+    for d in _daemons:
+        if d.proc is not None and d.proc.poll() is not None and \
+                not d.stopping and not d.crash_reported:
+            d.crash_reported = True
+            diag("tinyd (port %s) exited by itself with status %s; stderr:\n%s"
+                 % (d.port, d.proc.returncode, d.log()[-3000:]))
 
 
 def diag(msg):
@@ -359,13 +393,14 @@ class Daemon:
 
     repo/state default to fresh temp dirs (removed on stop). args are extra
     flags. notify: a NOTIFY_SOCKET address string to export. env: extra
-    environment. config: None, or extra `key = value` lines of a config file
+    environment. port: listen there (0: let tinyd pick) instead of a free
+    port found here. config: None, or extra `key = value` lines of a config file
     given with --config, which then also carries listen, models and state
     (instead of flags). Use as a context manager or call start()/stop().
     """
 
     def __init__(self, repo=None, state=None, args=(), env=None,
-                 notify=None, wait=True, config=None):
+                 notify=None, wait=True, config=None, port=None):
         self.tmp = tempfile.mkdtemp(prefix="tdtest-")
         self.repo = repo or os.path.join(self.tmp, "models")
         self.state = state or os.path.join(self.tmp, "state")
@@ -378,6 +413,9 @@ class Daemon:
         self.config = config
         self.config_path = os.path.join(self.tmp, "tinyd.conf")
         self.proc = None
+        self.stopping = False        # set once a test signals it to stop
+        self.crash_reported = False
+        self.fixed_port = port    # None: a free port is picked per start
         self.port = None
         self.stderr_path = os.path.join(self.tmp, "stderr.log")
 
@@ -407,11 +445,14 @@ class Daemon:
     def start(self):
         check(os.access(TINYD, os.X_OK), "%s is not built" % TINYD)
         for attempt in range(3):
-            self.port = free_port()
+            self.port = (free_port() if self.fixed_port is None
+                         else self.fixed_port)
             self._errf = open(self.stderr_path, "ab")
             self.proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=self._errf,
                 stderr=self._errf, env=self.environ())
+            if self not in _daemons:
+                _daemons.append(self)
             if not self.wait:
                 return self
             try:
@@ -431,6 +472,7 @@ class Daemon:
         last = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.crash_reported = True
                 raise AssertionError(
                     "tinyd exited with %s before it was ready; stderr:\n%s"
                     % (self.proc.returncode, self.log()[-3000:]))
@@ -447,6 +489,8 @@ class Daemon:
                                               self.log()[-3000:]))
 
     def send_signal(self, sig):
+        if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
+            self.stopping = True
         self.proc.send_signal(sig)
 
     def wait_exit(self, timeout=STOP_TIMEOUT):
@@ -461,6 +505,7 @@ class Daemon:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
+            self.stopping = True
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
@@ -472,6 +517,7 @@ class Daemon:
         return self.proc.returncode
 
     def kill(self):
+        self.stopping = True
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()

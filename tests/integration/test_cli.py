@@ -6,6 +6,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean (distcheck)
 import os
 import re
 import signal
+import socket
 import subprocess
 import tempfile
 
@@ -167,6 +168,72 @@ def _():
         noisy = [l for l in d.log().splitlines()
                  if re.search(r"\b(info|debug)\b", l, re.I)]
         check(not noisy, "info/debug lines at --log-level error: %r" % noisy)
+    finally:
+        d.close()
+
+
+@t.test("--listen 127.0.0.1:0 takes a free port and the log names it")
+def _():
+    d = tdtest.Daemon(wait=False, port=0)
+    try:
+        d.start()
+        check("127.0.0.1:0" in " ".join(d.command()), "not started on :0")
+        port = tdtest.wait_for(
+            lambda: next((int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)",
+                                                     d.log()) if p != "0"),
+                         None), 10, "a log line naming the port")
+        d.port = port
+        d.wait_ready()
+        eq(d.get("/v2/health/live").status, 200, "live on the logged port")
+    finally:
+        d.close()
+
+
+@t.test("--listen [::1]:PORT serves over IPv6")
+def _():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError as e:
+        raise tdtest.Skip("no IPv6 loopback here (%s)" % e)
+    port = tdtest.free_port()
+    d = tdtest.Daemon(args=["--listen", "[::1]:%d" % port], wait=False)
+    try:
+        d.start()
+
+        def answered():
+            try:
+                c = socket.create_connection(("::1", port), timeout=2)
+            except OSError:
+                return None
+            with c:
+                c.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+                return tdtest.read_http_response(c, timeout=5)
+        r = tdtest.wait_for(answered, 10, "an answer on [::1]:%d" % port)
+        eq((r.status, r.json()), (200, {"live": True}), "live over IPv6")
+    finally:
+        d.close()
+
+
+@t.test("stderr connected to journald (JOURNAL_STREAM): <N> priority "
+        "prefixes, no timestamps")
+def _():
+    d = tdtest.Daemon()
+    try:
+        tdtest.Linear.seeded(1).save(d.repo, "a")
+        with open(d.stderr_path, "wb"):
+            pass
+        st = os.stat(d.stderr_path)
+        d.extra_env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
+        d.start()
+        d.check_clean_exit()
+        lines = d.log().splitlines()
+        check(lines, "no log lines")
+        for line in lines:
+            check(re.match(r"^<[0-7]>\S", line),
+                  "line without a <N> prefix: %r" % line)
+            check(not re.search(r"\d{4}-\d\d-\d\dT\d\d:", line),
+                  "timestamp in a journald line: %r" % line)
     finally:
         d.close()
 

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import socket
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -22,7 +23,7 @@ d = tdtest.Daemon(args=["--max-body", str(MAX_BODY), "--drain-timeout", "2"])
 LIN = tdtest.Linear.seeded(7, classes=3, features=4,
                            labels=["cat", "dog", "eel"])
 LIN.save(d.repo, "lin")
-d.start()
+t.setup(d.start)
 t.cleanup(d.close)
 
 
@@ -428,6 +429,44 @@ def _():
         s.close()
     time.sleep(0.05)
     tdtest.check_infer(d, "lin", LIN, LIN.inputs(2))
+
+
+@t.test("--max-connections: a connection waiting in the backlog is served "
+        "as soon as a slot frees")
+def _():
+    m = tdtest.Daemon(args=["--max-connections", "3"])
+    idle = []
+    try:
+        m.start()
+        for _ in range(3):
+            c = m.conn()
+            eq(m.get("/v2/health/live", conn=c).status, 200, "idle conn")
+            idle.append(c)
+        answer = {}
+
+        def fourth():
+            t0 = time.monotonic()
+            try:
+                r = m.get("/v2/health/live", timeout=5)
+                answer["r"] = (r.status, time.monotonic() - t0)
+            except Exception as e:
+                answer["r"] = (repr(e), time.monotonic() - t0)
+        th = threading.Thread(target=fourth)
+        th.start()
+        time.sleep(0.3)
+        check(not answer, "a 4th connection was served beyond "
+              "--max-connections 3: %r" % answer)
+        idle.pop(0).close()
+        t0 = time.monotonic()
+        th.join(10)
+        eq(answer.get("r", (None,))[0], 200, "4th request status")
+        waited = time.monotonic() - t0
+        check(waited < 2, "the 4th connection waited %.1fs after a slot "
+              "freed" % waited)
+    finally:
+        for c in idle:
+            c.close()
+        m.close()
 
 
 @t.test("SIGTERM at the end: exit 0, no sanitizer report on stderr")

@@ -25,7 +25,7 @@ LBL = tdtest.Linear.seeded(13, classes=4, features=3,
 LIN.save(d.repo, "lin")
 WIDE.save(d.repo, "wide")
 LBL.save(d.repo, "lbl")
-d.start()
+t.setup(d.start)
 t.cleanup(d.close)
 
 
@@ -427,6 +427,14 @@ def _():
     failed = [r for r in results if r != "ok"]
     check(not failed, "%d of %d failed: %s" % (len(failed), n,
                                               "; ".join(map(str, failed[:5]))))
+
+    def in_flight():
+        for line in d.metrics().splitlines():
+            if line.startswith("tinyd_http_requests_in_flight "):
+                return float(line.split()[1])
+    # Only the /metrics request itself is in flight once all are answered.
+    tdtest.wait_for(lambda: in_flight() <= 1, 5,
+                    "tinyd_http_requests_in_flight back to 1")
 
 
 @t.test("dynamic batching: concurrent requests of mixed sizes, two models, "

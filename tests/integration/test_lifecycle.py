@@ -158,6 +158,39 @@ def _():
         ns.close()
 
 
+@t.test("/v2/health/ready is never 200 before the repository is loaded")
+def _():
+    d = tdtest.Daemon(wait=False)
+    n = 30
+    for i in range(n):
+        tdtest.Linear.seeded(60 + i, classes=10, features=2000).save(
+            d.repo, "m%02d" % i)
+    try:
+        d.start()
+        seen = []
+        deadline = time.monotonic() + tdtest.START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                r = d.get("/v2/health/ready", timeout=2)
+            except OSError:
+                check(d.proc.poll() is None, "tinyd exited: " + d.log())
+                time.sleep(0.002)
+                continue
+            seen.append(r.status)
+            if r.status == 503:
+                eq(r.json(), {"ready": False}, "503 body")
+                continue
+            eq(r.status, 200, "ready status")
+            models = d.models()
+            ready = [m for m in models.values() if m["state"] == "READY"]
+            eq(len(ready), n, "models READY once health/ready said 200")
+            break
+        check(seen and seen[-1] == 200, "never ready: %r" % seen[-5:])
+        tdtest.diag("503 answers before 200: %d" % seen.count(503))
+    finally:
+        d.close()
+
+
 @t.test("SIGINT stops like SIGTERM: exit 0")
 def _():
     d = tdtest.Daemon()

@@ -4,6 +4,7 @@ while clients keep sending requests that must never fail."""
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean (distcheck)
+import json
 import os
 import signal
 import threading
@@ -20,7 +21,7 @@ A2 = tdtest.Linear.seeded(32, classes=3, features=5)
 STEADY = tdtest.Linear.seeded(33, classes=4, features=8)
 A1.save(d.repo, "a")
 STEADY.save(d.repo, "steady")
-d.start()
+t.setup(d.start)
 t.cleanup(d.close)
 
 
@@ -64,6 +65,38 @@ def _():
         time.sleep(0.2)
     settle(h)
     tdtest.check_infer(d, "a", A2, A2.inputs(3))
+
+
+@t.test("a request half-uploaded across a swap keeps the version it "
+        "started with, even when the new file has another input width")
+def _():
+    old = tdtest.Linear.seeded(41, classes=3, features=5)
+    new = tdtest.Linear.seeded(42, classes=2, features=9)
+    old.save(d.repo, "swap")
+    d.hup_and_wait(lambda: state_of("swap") == "READY", "swap READY")
+    rows = old.inputs(2)
+    body = json.dumps(tdtest.infer_body(rows)).encode()
+    s = d.raw()
+    try:
+        s.sendall(b"POST /v2/models/swap/infer HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body[:20])
+        time.sleep(0.1)
+        new.save(d.repo, "swap")
+
+        def swapped():
+            r = d.get("/v2/models/swap")
+            return r.status == 200 and r.json()["inputs"][0]["shape"] == \
+                [-1, 9]
+        d.hup_and_wait(swapped, "the new swap.safetensors loaded")
+        s.sendall(body[20:])
+        r = tdtest.read_http_response(s)
+    finally:
+        s.close()
+    eq(r.status, 200, "status of the request in flight (%r)" % r.body[:300])
+    tdtest.close_enough(tdtest.logits_of(r)[1],
+                        tdtest.flatten(old.expected(rows)), "old logits")
+    tdtest.check_infer(d, "swap", new, new.inputs(1), "new version after")
 
 
 @t.test("many SIGHUPs in a row under load: nothing fails")
@@ -218,6 +251,26 @@ def _():
     names = set(d.models())
     for bad in ("README", "README.txt", ".hidden", "dir"):
         check(bad not in names, "%s listed: %r" % (bad, sorted(names)))
+
+
+@t.test("model names: [A-Za-z0-9_.-]{1,128} are served, other file names "
+        "are not")
+def _():
+    lin = tdtest.Linear.seeded(43, classes=2, features=3)
+    good = ["N" * 128, "a.b-c_9"]
+    bad = ["m" * 129, "with space", "caf\u00e9", "semi;colon"]
+    for name in good + bad:
+        lin.save(d.repo, name)
+    n = reload_count()
+    d.hup_and_wait(lambda: reload_count() > n, "the reload counted")
+    names = set(d.models())
+    for name in good:
+        check(name in names, "%s... not listed" % name[:20])
+        tdtest.check_infer(d, name, lin, lin.inputs(1), name[:20])
+    for name in bad:
+        check(name not in names, "%r listed" % name[:20])
+    for name in good + bad:
+        os.unlink(os.path.join(d.repo, name + ".safetensors"))
 
 
 @t.test("the repository at start: broken files do not stop the daemon")

@@ -243,6 +243,15 @@ static void random_graph(uint32_t n, uint32_t m, unsigned seed, td_graph *g)
     td_edgelist_free(&el);
 }
 
+/* A valid lower bound for td_bidijkstra_lb: true distance / 1.5. */
+static const double *lb_matrix;
+static uint32_t lb_n;
+static double lb_from_matrix(const void *ctx, uint32_t v, uint32_t t)
+{
+    (void)ctx;
+    return lb_matrix[v * lb_n + t] / 1.5;
+}
+
 START_TEST(test_dijkstra_matches_floyd_warshall)
 {
     const uint32_t n = 60;
@@ -274,6 +283,10 @@ START_TEST(test_dijkstra_matches_floyd_warshall)
             /* A bound that is a real walk length keeps the answer exact;
              * a bound below d is returned as is (documented min). */
             if (isfinite(d)) {
+                lb_matrix = D;
+                lb_n = n;
+                ck_assert(td_bidijkstra_lb(&g, &ws, s, t, d * 1.5 + 1,
+                                           lb_from_matrix, NULL) == d);
                 ck_assert(td_bidijkstra(&g, &ws, s, t, d) == d);
                 ck_assert(td_bidijkstra(&g, &ws, s, t, d * 1.5 + 1) == d);
                 if (d > 0)

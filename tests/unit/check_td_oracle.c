@@ -311,6 +311,12 @@ static double check_oracle(const td_oracle *o, const td_graph *g,
                          TD_OK);
         ck_assert_msg(ex == d || (isinf(ex) && isinf(d)),
                       "%u-%u: exact %g vs %g", u, v, ex, d);
+        /* Lower bounds from the oracle never overestimate, so pruning a
+         * search with them keeps it exact. */
+        ck_assert(td_oracle_lower_bound(o, u, v) <= d);
+        if (isfinite(d))
+            ck_assert(td_bidijkstra_lb(g, &ws, u, v, a,
+                                       td_oracle_lower_bound, o) == d);
     }
     td_dijkstra_ws_free(&ws);
     return worst;
@@ -458,7 +464,7 @@ static double check_treecover(const td_graph *g, double eps, uint32_t K,
 
 START_TEST(test_save_load_roundtrip_and_corruption)
 {
-    char dir[] = "/tmp/td_oracle_XXXXXX", path[128];
+    char dir[] = "/tmp/td_oracle_XXXXXX", path[128], path2[160];
     td_graph g;
     td_oracle o, l;
     td_error err;
@@ -488,6 +494,46 @@ START_TEST(test_save_load_roundtrip_and_corruption)
     ck_assert_ptr_nonnull(td_st_meta_get(f, "stat.label_entries"));
     /* Typed arrays are used in place (aligned by our writer). */
     ck_assert_ptr_eq(l.lab_pv, td_st_find(f, "labels.pv")->data);
+
+    /* A foreign writer may leave tensors unaligned: shift the data area by
+     * one byte (one more space in the header). The loader copies such
+     * tensors and answers the same. */
+    {
+        char *raw, *shifted;
+        size_t rlen;
+        uint64_t hlen = 0;
+        td_oracle m;
+        ck_assert_int_eq(td_file_read(path, 1u << 30, &raw, &rlen, &err),
+                         TD_OK);
+        for (int i = 7; i >= 0; i--)
+            hlen = hlen << 8 | (unsigned char)raw[i];
+        shifted = malloc(rlen + 1);
+        for (int i = 0; i < 8; i++)
+            shifted[i] = (char)(((hlen + 1) >> (8 * i)) & 0xff);
+        memcpy(shifted + 8, raw + 8, hlen);
+        shifted[8 + hlen] = ' ';
+        memcpy(shifted + 9 + hlen, raw + 8 + hlen, rlen - 8 - hlen);
+        snprintf(path2, sizeof path2, "%s/shifted.safetensors", dir);
+        ck_assert_int_eq(td_file_write_atomic(path2, shifted, rlen + 1, &err),
+                         TD_OK);
+        free(raw);
+        free(shifted);
+        ck_assert_msg(td_oracle_load(path2, &m, &err) == TD_OK, "%s",
+                      err.msg);
+        ck_assert_ptr_ne(m.lab_pv, td_st_find(m.file, "labels.pv")->data);
+        ck_assert_uint_eq((uintptr_t)m.pv_pos % 8, 0);
+        for (uint32_t k = 0; k < 2000; k++) {
+            uint32_t u = rnd() % g.n, v = rnd() % g.n;
+            double a, b;
+            ck_assert_int_eq(td_oracle_query(&l, u, v, &a, NULL, &err),
+                             TD_OK);
+            ck_assert_int_eq(td_oracle_query(&m, u, v, &b, NULL, &err),
+                             TD_OK);
+            ck_assert(a == b);
+        }
+        td_oracle_free(&m);
+        unlink(path2);
+    }
 
     /* Corrupt one portal index: the loader must refuse the file. */
     char *buf;
@@ -577,6 +623,55 @@ START_TEST(test_treecover_bounds)
 }
 END_TEST
 
+/* Empty, single-vertex and edgeless graphs build, answer and round-trip
+ * in both modes. */
+START_TEST(test_tiny_graphs)
+{
+    char dir[] = "/tmp/td_oracle_XXXXXX", path[128];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/t.safetensors", dir);
+    for (uint32_t n = 0; n < 4; n++)
+        for (int mode = 0; mode < 2; mode++) {
+            td_edgelist el;
+            td_graph g;
+            td_oracle o, l;
+            td_oracle_params p;
+            td_error err;
+            double d;
+            td_edgelist_init(&el);
+            el.n = n;
+            if (n == 3)
+                td_edgelist_push(&el, 0, 1, 2, &err); /* vertex 2 isolated */
+            build(&el, &g);
+            td_oracle_params_default(&p);
+            p.mode = (td_oracle_mode)mode;
+            ck_assert_msg(td_oracle_build(&g, &p, &o, &err) == TD_OK, "%s",
+                          err.msg);
+            ck_assert_msg(td_oracle_save(&o, path, &err) == TD_OK, "%s",
+                          err.msg);
+            ck_assert_msg(td_oracle_load(path, &l, &err) == TD_OK, "%s",
+                          err.msg);
+            ck_assert_int_eq(td_oracle_query(&l, 0, 0, &d, NULL, &err),
+                             n ? TD_OK : TD_EINVAL);
+            if (n)
+                ck_assert(d == 0);
+            if (n == 3) {
+                ck_assert_int_eq(td_oracle_query(&l, 0, 1, &d, NULL, &err),
+                                 TD_OK);
+                ck_assert(d == 2);
+                ck_assert_int_eq(td_oracle_query(&l, 0, 2, &d, NULL, &err),
+                                 TD_OK);
+                ck_assert(isinf(d));
+            }
+            td_oracle_free(&l);
+            td_oracle_free(&o);
+            td_graph_free(&g);
+        }
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 static const char *roads_dir(char *buf, size_t len)
 {
     const char *env = getenv("TD_ROADS_DIR"), *src = getenv("TD_SRCDIR");
@@ -631,6 +726,7 @@ static Suite *oracle_suite(void)
     tcase_add_test(tc, test_save_load_roundtrip_and_corruption);
     tcase_add_test(tc, test_rome99_stretch);
     tcase_add_test(tc, test_treecover_bounds);
+    tcase_add_test(tc, test_tiny_graphs);
     suite_add_tcase(s, tc);
     return s;
 }

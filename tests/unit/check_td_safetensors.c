@@ -297,7 +297,7 @@ START_TEST(test_expect_messages)
     ck_assert_int_eq(td_st_expect(&f, "head.bias", TD_DT_F32, 1, want, &t,
                                   &err),
                      TD_EFORMAT);
-    ck_assert_str_eq(err.msg, "missing tensor \"head.bias\"");
+    ck_assert_str_eq(err.msg, "missing tensor \"head.bias\" (expected F32 [32])");
     ck_assert_int_eq(td_st_expect(&f, "blocks.0.0.conv_dw.weight", TD_DT_F32,
                                   -1, NULL, &t, &err),
                      TD_OK);
