@@ -13,7 +13,7 @@ set -euo pipefail
 DEBIAN_PACKAGES="build-essential autoconf automake libtool pkg-config
   libmicrohttpd-dev libjansson-dev libuv1-dev libopenblas-dev check zlib1g-dev
   libjpeg62-turbo-dev libpng-dev clang libclang-rt-14-dev python3 curl wrk
-  systemd dataset-fashion-mnist"
+  systemd dataset-fashion-mnist nginx-light"
 
 # Test steps run by `check` after `make check`, each only if its script
 # exists. A step's last output line is `N passed, N failed[, N skipped]`;

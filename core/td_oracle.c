@@ -19,7 +19,10 @@
  * when d(v,Q) < 2^(l+1) (nested nets: one search per point suffices). The net point a in w's interval has
  * L(v,a) + |pos a - pos w| <= d(v,w) + 2 s_l <= (1+eps1) d(v,w).
  * Candidates are thinned greedily: one is dropped when a kept portal k has
- * L(v,k) + |pos k - pos a| <= (1+eps2) L(v,a). (1+eps1)(1+eps2) = 1+eps.
+ * L(v,k) + |pos k - pos a| <= (1+eps2) L(v,a); a kept portal that covers
+ * nothing yet is replaced when a newcomer covers it the same way (see
+ * offer()). Every candidate is thus covered in one step by a kept portal,
+ * and (1+eps1)(1+eps2) = 1+eps.
  * Distances are stored as float rounded UP (still upper bounds). */
 #include "config.h"
 

@@ -135,7 +135,8 @@ void td_tl_se_backward(float *din, float *dwr, float *dbr, float *dwe,
                        const float *we, int n, int hw, int c, int r,
                        float *scratch);
 
-/* ---- losses on logits (N, K) */
+/* ---- losses on logits (N, K), K <= 4096 classes (per-sample scratch is
+ * on the stack) */
 
 /* Softmax cross-entropy against labels smoothed to (1-eps) on the label
  * and eps/K everywhere (timm/PyTorch label_smoothing). Returns the SUM of

@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +216,9 @@ static int cmd_query(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* Past RLIMIT_FSIZE, fail the write with EFBIG and say so (the previous
+     * output stays) instead of dying silently of SIGXFSZ. */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -19,6 +19,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -472,10 +473,9 @@ static void apply_update(trainer *tr, const float *g)
     }
 }
 
-static td_tnt_ws *ws_list[MAX_THREADS];
-
 static void update_running(trainer *tr)
 {
+    td_tnt_ws *ws_list[MAX_THREADS];
     int k = 0;
     for (int t = 0; t < tr->nt; t++)
         if (tr->w[t].i1 > tr->w[t].i0)
@@ -1224,6 +1224,9 @@ int main(int argc, char **argv)
     td_error err = {0};
     const char *eval_path = NULL;
     int i = 1;
+    /* A write past RLIMIT_FSIZE must fail with EFBIG (reported, the
+     * previous file kept) instead of killing us with SIGXFSZ. */
+    signal(SIGXFSZ, SIG_IGN);
     config_defaults(&c);
     if (argc > 1 && !strcmp(argv[1], "eval")) {
         if (argc < 3 || argv[2][0] == '-') {

@@ -577,11 +577,27 @@ void td_batcher_flush(td_batcher *b)
     }
 }
 
+
 static void on_timer_closed(uv_handle_t *h)
 {
     td_batch_queue *q = (td_batch_queue *)((char *)h -
                                            offsetof(td_batch_queue, timer));
     free(q);
+}
+
+void td_batcher_prune(td_batcher *b, int (*keep)(void *arg, const char *name),
+                      void *arg)
+{
+    td_batch_queue **link = &b->queues, *q;
+    while ((q = *link) != NULL) {
+        if (!q->head && q->running == 0 && !keep(arg, q->name)) {
+            *link = q->next;
+            uv_timer_stop(&q->timer);
+            uv_close((uv_handle_t *)&q->timer, on_timer_closed);
+            continue;
+        }
+        link = &q->next;
+    }
 }
 
 void td_batcher_close(td_batcher *b)

@@ -91,6 +91,11 @@ void td_batcher_submit(td_batcher *b, td_infer_job *job);
 const td_batch_queue *td_batcher_queue(const td_batcher *b, const char *name);
 void td_batcher_set_limits(td_batcher *b, const char *name, int max_batch,
                            uint64_t max_delay_us);
+/* Drop the idle queues of models for which keep(arg, name) is false (a
+ * model removed from the repository), so names that come and go (graph
+ * oracles) do not accumulate. */
+void td_batcher_prune(td_batcher *b, int (*keep)(void *arg, const char *name),
+                      void *arg);
 /* Dispatch everything queued now (shutdown) and stop the timers. */
 void td_batcher_flush(td_batcher *b);
 void td_batcher_close(td_batcher *b);

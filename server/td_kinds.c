@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "td_kind_bnn.h"
 #include "td_kind_linear.h"
 #include "td_kind_oracle.h"
 #include "td_kind_tinynet.h"
@@ -12,6 +13,7 @@ const td_servable_kind *const td_kinds[] = {
     &td_kind_linear,
     &td_kind_oracle,
     &td_kind_tinynet,
+    &td_kind_bnn,
     NULL,
 };
 

@@ -312,14 +312,18 @@ static void scan_start(td_registry *r)
     }
     job->r = r;
     job->n_known = r->n_entries;
+    job->gen = ++r->gen_started;
     for (i = 0; i < r->n_entries; i++) {
+        const td_entry *e = &r->entries[i];
         snprintf(job->known[i].name, sizeof job->known[i].name, "%s",
-                 r->entries[i].name);
-        job->known[i].tried = r->entries[i].tried;
-        job->known[i].unloaded = r->entries[i].unloaded;
+                 e->name);
+        job->known[i].tried = e->tried;
+        /* A load request reads the file again, changed or not. */
+        if (e->force_gen && e->force_gen <= job->gen)
+            memset(&job->known[i].tried, 0, sizeof job->known[i].tried);
+        job->known[i].unloaded = e->unloaded;
     }
     job->work.data = job;
-    job->gen = ++r->gen_started;
     r->scanning = 1;
     if (uv_queue_work(r->loop, &job->work, scan_work, scan_after) != 0) {
         r->scanning = 0;
@@ -362,9 +366,17 @@ static void scan_after(uv_work_t *w, int status)
         } else {
             snprintf(e->name, sizeof e->name, "%s", it->name);
         }
-        if (!e->unloaded)
+        /* A scan that started before a load request must not mark the
+         * file as tried (the next scan reads it), nor serve a model that
+         * was unloaded meanwhile. */
+        if (!e->unloaded && (e->force_gen == 0 || job->gen >= e->force_gen)) {
             e->tried = it->id;
-        if (it->action == ITEM_LOADED) {
+            e->force_gen = 0;
+        }
+        if (it->action == ITEM_LOADED && e->unloaded) {
+            td_model_unref(it->model);
+            it->model = NULL;
+        } else if (it->action == ITEM_LOADED) {
             if (e->model)
                 td_model_unref(e->model);
             e->model = it->model;
@@ -510,7 +522,7 @@ void td_registry_mark_load(td_registry *r, const char *name)
     if (!e)
         return;
     e->unloaded = 0;
-    memset(&e->tried, 0, sizeof e->tried); /* read the file again */
+    e->force_gen = r->gen_started + 1; /* the next scan reads it again */
 }
 
 td_entry *td_registry_find(td_registry *r, const char *name)

@@ -55,6 +55,8 @@ typedef struct td_entry {
     char *reason;      /* owned: why the last load failed, or NULL */
     int unloaded;      /* unloaded on request: scans leave it unloaded
                           until a load request */
+    uint64_t force_gen;/* a load request: the scan generation from which
+                          the file is read again (0: none pending) */
     td_file_id tried;  /* the file version last attempted */
     /* Triton-style counters (loop thread). */
     uint64_t success, failure, inferences;

@@ -26,11 +26,17 @@ static void send_ready(td_server *s)
         TD_LOG_WARN(&s->log, "sd_notify: %s", err.msg);
 }
 
+static int registry_has(void *arg, const char *name)
+{
+    return td_registry_find(arg, name) != NULL;
+}
+
 /* The registry finished a scan. */
 static void on_scan_done(void *app, int changed, int failed)
 {
     td_server *s = app;
     size_t i, n_ready = 0;
+    td_batcher_prune(&s->batcher, registry_has, &s->registry);
     for (i = 0; i < s->registry.n_entries; i++)
         if (s->registry.entries[i].model)
             n_ready++;
@@ -285,6 +291,10 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
         uv_timer_start(&s->watchdog, on_watchdog, 0, ms ? ms : 1);
     }
     signal(SIGPIPE, SIG_IGN);
+    /* Past RLIMIT_FSIZE a write must fail with EFBIG (the atomic writer
+     * then keeps the previous file and the job reports it), not kill the
+     * daemon with SIGXFSZ's default action. */
+    signal(SIGXFSZ, SIG_IGN);
     TD_LOG_INFO(&s->log, "listening on %s://%s%s%s:%u (models %s, state %s)",
                 cfg->tls_cert[0] ? "https" : "http",
                 strchr(cfg->host, ':') ? "[" : "", cfg->host,

@@ -113,6 +113,7 @@ class TAP:
                 print("not ok %d - %s%s" % (i, name, mark))
                 for line in traceback.format_exc().rstrip().splitlines():
                     print("# " + line)
+                report_crashed_daemons()
             else:
                 print("ok %d - %s%s" % (i, name, mark))
                 diag("%.2fs" % (time.monotonic() - t0))
@@ -128,6 +129,20 @@ class TAP:
         # Failures are the `not ok` lines; a non-zero status would make the
         # TAP driver count one more ERROR. It is kept for a crashed script.
         sys.exit(0)
+
+
+_daemons = []   # every Daemon started, to explain a failure by a crash
+
+
+def report_crashed_daemons():
+    """After a failed case: show the stderr of any tinyd that exited
+    without being told to (a crash explains the failures that follow)."""
+    for d in _daemons:
+        if d.proc is not None and d.proc.poll() is not None and \
+                not d.stopping and not d.crash_reported:
+            d.crash_reported = True
+            diag("tinyd (port %s) exited by itself with status %s; stderr:\n%s"
+                 % (d.port, d.proc.returncode, d.log()[-3000:]))
 
 
 def diag(msg):
@@ -398,6 +413,8 @@ class Daemon:
         self.config = config
         self.config_path = os.path.join(self.tmp, "tinyd.conf")
         self.proc = None
+        self.stopping = False        # set once a test signals it to stop
+        self.crash_reported = False
         self.fixed_port = port    # None: a free port is picked per start
         self.port = None
         self.stderr_path = os.path.join(self.tmp, "stderr.log")
@@ -434,6 +451,8 @@ class Daemon:
             self.proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=self._errf,
                 stderr=self._errf, env=self.environ())
+            if self not in _daemons:
+                _daemons.append(self)
             if not self.wait:
                 return self
             try:
@@ -453,6 +472,7 @@ class Daemon:
         last = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.crash_reported = True
                 raise AssertionError(
                     "tinyd exited with %s before it was ready; stderr:\n%s"
                     % (self.proc.returncode, self.log()[-3000:]))
@@ -469,6 +489,8 @@ class Daemon:
                                               self.log()[-3000:]))
 
     def send_signal(self, sig):
+        if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
+            self.stopping = True
         self.proc.send_signal(sig)
 
     def wait_exit(self, timeout=STOP_TIMEOUT):
@@ -483,6 +505,7 @@ class Daemon:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
+            self.stopping = True
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
@@ -494,6 +517,7 @@ class Daemon:
         return self.proc.returncode
 
     def kill(self):
+        self.stopping = True
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()

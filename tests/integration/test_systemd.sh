@@ -3,7 +3,9 @@
 # clean, `systemd-analyze security --offline=true` scores an overall exposure
 # of 2.0 or lower, and `make install DESTDIR=...` puts the unit and the
 # example config where the unit's ExecStart= expects them, and the daemon
-# accepts every key of the example config. TAP output.
+# accepts every key of the example config; tinyd.socket verifies with the
+# service, is installed beside it, and the daemon serves on the socket that
+# socket activation passes it. TAP output.
 #
 # verify insists that ExecStart='s binary exists, and the generated unit
 # names the install path (e.g. /usr/local/bin/tinyd), so the copy that is
@@ -24,7 +26,7 @@ if [ ! -f "$unit" ]; then
     exit 0
 fi
 
-echo "1..8"
+echo "1..11"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/td_systemd.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT INT TERM
 n=0
@@ -129,4 +131,66 @@ if [ -x "$builddir/server/tinyd" ]; then
     fi
 else
     skip "tinyd runs with systemd/tinyd.conf" "server/tinyd not built yet"
+fi
+
+# 9-11 (ops7). Socket activation: tinyd.socket is verified together with
+# the service it activates, installed beside it, and a daemon started the
+# way systemd starts it (systemd-socket-activate sets LISTEN_FDS/LISTEN_PID
+# and execs) serves on the passed socket, not on its own --listen.
+sock_src=$srcdir/systemd/tinyd.socket
+cp "$sock_src" "$tmp/units/tinyd.socket"
+out=$(cd "$tmp/units" && systemd-analyze verify tinyd.socket tinyd.service 2>&1); rc=$?
+if [ $rc -eq 0 ] && [ -z "$out" ]; then
+    ok "systemd-analyze verify tinyd.socket tinyd.service is clean"
+else
+    printf '%s\n' "$out" | sed 's/^/# /'
+    fail "systemd-analyze verify tinyd.socket tinyd.service is clean (exit $rc)"
+fi
+
+sock_installed=${installed%/tinyd.service}/tinyd.socket
+check "make install puts tinyd.socket beside the service (${sock_installed#$dest})" \
+    cmp -s "$dest${sock_installed#$dest}" "$sock_src"
+
+listen=$(sed -n 's/^ListenStream=//p' "$sock_src" | head -n 1)
+host=${listen%:*}
+if [ ! -x "$builddir/server/tinyd" ]; then
+    skip "tinyd serves on the socket systemd passes it" "server/tinyd not built yet"
+elif ! command -v systemd-socket-activate >/dev/null 2>&1 ||
+     ! command -v python3 >/dev/null 2>&1; then
+    skip "tinyd serves on the socket systemd passes it" \
+        "systemd-socket-activate or python3 not found"
+else
+    # The unit's host (127.0.0.1) on a free port instead of 8080, which
+    # may be taken on a build machine.
+    port=$(python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$host")
+    mkdir -p "$tmp/act/models" "$tmp/act/state"
+    systemd-socket-activate -l "$host:$port" -- "$builddir/server/tinyd" \
+        --listen 127.0.0.1:1 --models "$tmp/act/models" \
+        --state "$tmp/act/state" > "$tmp/act.log" 2>&1 &
+    pid=$!
+    got=$(python3 - "$host" "$port" <<'PY'
+import http.client, sys, time
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    try:
+        c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=2)
+        c.request("GET", "/v2/health/ready")
+        r = c.getresponse()
+        body = r.read().decode()
+        if r.status == 200:
+            print(body)
+            break
+    except OSError:
+        pass
+    time.sleep(0.1)
+PY
+)
+    kill -TERM $pid 2>/dev/null
+    wait $pid; rc=$?
+    if [ "$got" = '{"ready":true}' ] && [ $rc -eq 0 ]; then
+        ok "tinyd serves on the socket systemd passes it ($host:$port) and exits 0"
+    else
+        sed 's/^/# /' "$tmp/act.log"
+        fail "tinyd serves on the socket systemd passes it (answer '$got', exit $rc)"
+    fi
 fi

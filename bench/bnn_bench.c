@@ -1,0 +1,538 @@
+/* bnn_bench: one-thread latency of binary layers, dense against the MST
+ * plan, and of the same shapes in fp32 (im2col + sgemm, OpenBLAS on one
+ * thread).
+ *
+ * Part 1, single layers (k=3, stride 1, pad 1; one image): for random
+ * weights and for near-copy channels (cout/8 prototypes, each bit of a
+ * copy flipped with probability p: the Hamming structure MST-compression
+ * targets), the median time of the dense XOR-popcount layer (the faster
+ * of the two dense SIMD kernels, 8 channels or 8 pixels per instruction),
+ * the MST plan,
+ * and the fp32 convolution of the same shape (binary times include the
+ * threshold to packed bits; fp32 includes im2col). Also the counted
+ * bit-ops ratio (Cout*K)/(K + sum d) and the mask words the plan touches
+ * per pixel against the dense layer's Cout*kw.
+ * Part 2, the diff representation: children's corrections by the stored
+ * word masks against bit-index lists (scalar), on 128-channel layers.
+ * Part 3, the whole Fashion-MNIST family network (docs/BNN.md): dense,
+ * plan, fp32 of the same shape, one image.
+ *
+ * Medians of CPU time of the calling thread (the machine is shared; wall
+ * time is printed too).
+ * Usage: bnn_bench [seconds per figure, 0.2] [net: part 3 only] */
+#include "config.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bnn_random.h"
+#include "td_arena.h"
+#include "td_bitpack.h"
+#include "td_bnn.h"
+#include "td_bnn_model.h"
+#include "td_gemm.h"
+#include "td_kernels.h"
+#include "td_mst.h"
+
+static double secs = 0.2;
+
+static double now(clockid_t c)
+{
+    struct timespec ts;
+    clock_gettime(c, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmpd(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef void (*bench_fn)(void *ctx);
+
+/* Median (over 7 rounds of ~secs/7 each) of per-call CPU and wall ms. */
+static void measure(bench_fn fn, void *ctx, double *cpu_ms, double *wall_ms)
+{
+    double c[7], w[7], t0, t1;
+    int reps = 1;
+    fn(ctx);
+    t0 = now(CLOCK_MONOTONIC);
+    fn(ctx);
+    t1 = now(CLOCK_MONOTONIC) - t0;
+    if (t1 > 0)
+        reps = (int)(secs / 7 / t1) + 1;
+    for (int r = 0; r < 7; r++) {
+        double c0 = now(CLOCK_THREAD_CPUTIME_ID), w0 = now(CLOCK_MONOTONIC);
+        for (int i = 0; i < reps; i++)
+            fn(ctx);
+        c[r] = (now(CLOCK_THREAD_CPUTIME_ID) - c0) * 1e3 / reps;
+        w[r] = (now(CLOCK_MONOTONIC) - w0) * 1e3 / reps;
+    }
+    qsort(c, 7, sizeof *c, cmpd);
+    qsort(w, 7, sizeof *w, cmpd);
+    *cpu_ms = c[3];
+    *wall_ms = w[3];
+}
+
+static uint64_t rs = 12345;
+static float frand(void)
+{
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (float)((rs >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+/* ------------------------------------------------------------ layers */
+
+typedef struct layer_ctx {
+    td_bconv l;
+    int use_plan, h, w;
+    uint64_t *in, *out, *scr;
+    int32_t *y;
+    int8_t *ts;
+    int32_t *thr;
+    /* fp32 */
+    float *xf, *cols, *wf, *yf;
+    int cin, cout, k;
+} layer_ctx;
+
+static void run_binary(void *p)
+{
+    layer_ctx *c = p;
+    td_bconv_forward(&c->l, c->use_plan, c->in, 1, c->h, c->w, c->y, c->scr);
+    td_bnn_threshold(c->y, (size_t)c->h * (size_t)c->w, c->cout, c->ts,
+                     c->thr, c->out);
+}
+
+/* NHWC im2col, k x k, stride 1, pad k/2: cols (H*W, k*k*cin). */
+static void im2col(const float *x, int h, int w, int cin, int k, float *cols)
+{
+    int p = k / 2;
+    for (int oy = 0; oy < h; oy++)
+        for (int ox = 0; ox < w; ox++) {
+            float *c = cols + ((size_t)oy * (size_t)w + (size_t)ox) *
+                                  (size_t)(k * k * cin);
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++, c += cin) {
+                    int iy = oy - p + ky, ix = ox - p + kx;
+                    if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                        memset(c, 0, (size_t)cin * sizeof *c);
+                    else
+                        memcpy(c, x + ((size_t)iy * (size_t)w + (size_t)ix) *
+                                          (size_t)cin,
+                               (size_t)cin * sizeof *c);
+                }
+        }
+}
+
+static void run_fp32(void *p)
+{
+    layer_ctx *c = p;
+    int kk = c->k * c->k * c->cin;
+    im2col(c->xf, c->h, c->w, c->cin, c->k, c->cols);
+    td_sgemm(c->h * c->w, c->cout, kk, c->cols, kk, c->wf, c->cout, 0.0f,
+             c->yf, c->cout);
+}
+
+static void bench_layer(int cin, int cout, int hw, int flip)
+{
+    int k = 3, cw = td_bp_words(cin), kw = k * k * cw;
+    size_t px = (size_t)hw * (size_t)hw;
+    uint64_t *rows = calloc((size_t)cout * (size_t)kw, 8);
+    int protos = cout / 8 > 0 ? cout / 8 : 1;
+    layer_ctx c;
+    td_mst_plan plan;
+    td_mst_stats st;
+    double dc, dw, pc, pw, fc, fw;
+    memset(&c, 0, sizeof c);
+    for (int o = 0; o < cout; o++)
+        for (int t = 0; t < k * k; t++)
+            for (int ci = 0; ci < cin; ci++) {
+                size_t wi = (size_t)o * (size_t)kw + (size_t)t * (size_t)cw +
+                            (size_t)(ci >> 6);
+                int bit;
+                if (flip < 0 || o < protos)
+                    bit = frand() < 0;
+                else {
+                    size_t pi = (size_t)(o % protos) * (size_t)kw +
+                                (size_t)t * (size_t)cw + (size_t)(ci >> 6);
+                    bit = (int)((rows[pi] >> (ci & 63)) & 1);
+                    if ((frand() + 1) * 50 < flip)
+                        bit ^= 1;
+                }
+                rows[wi] |= (uint64_t)bit << (ci & 63);
+            }
+    td_mst_build(rows, cout, kw, &plan, NULL);
+    td_mst_layer_stats(&plan, (int64_t)k * k * cin, &st);
+    td_bconv_prepare(&c.l, cin, cout, k, 1, 1, rows, &plan, NULL);
+    c.h = c.w = hw;
+    c.cin = cin;
+    c.cout = cout;
+    c.k = k;
+    c.in = malloc(px * (size_t)cw * 8);
+    c.out = malloc(px * (size_t)td_bp_words(cout) * 8);
+    c.y = malloc(px * (size_t)cout * 4);
+    c.scr = malloc(td_bconv_scratch_words(&c.l) * 8);
+    c.ts = malloc((size_t)cout);
+    c.thr = calloc((size_t)cout, 4);
+    for (size_t i = 0; i < px * (size_t)cw; i++)
+        c.in[i] = ((uint64_t)(frand() * 4e9) << 32) ^ (uint64_t)(frand() * 4e9);
+    if (cin % 64)
+        for (size_t i = 0; i < px; i++)
+            c.in[i * (size_t)cw + (size_t)cw - 1] &= (1ull << (cin % 64)) - 1;
+    for (int o = 0; o < cout; o++)
+        c.ts[o] = 1;
+    c.xf = malloc(px * (size_t)cin * 4);
+    c.cols = malloc(px * (size_t)(k * k * cin) * 4);
+    c.wf = malloc((size_t)(k * k * cin) * (size_t)cout * 4);
+    c.yf = malloc(px * (size_t)cout * 4);
+    for (size_t i = 0; i < px * (size_t)cin; i++)
+        c.xf[i] = frand();
+    for (size_t i = 0; i < (size_t)(k * k * cin) * (size_t)cout; i++)
+        c.wf[i] = frand();
+    double xc, xw;
+    c.use_plan = 0;
+    measure(run_binary, &c, &dc, &dw);
+    c.use_plan = TD_BCONV_CH8;
+    measure(run_binary, &c, &xc, &xw);
+    c.use_plan = TD_BCONV_PLAN;
+    measure(run_binary, &c, &pc, &pw);
+    measure(run_fp32, &c, &fc, &fw);
+    char lab[16];
+    if (flip < 0)
+        snprintf(lab, sizeof lab, "rand");
+    else
+        snprintf(lab, sizeof lab, "%d%%", flip);
+    if (xc < dc) { /* the dense baseline is the faster dense kernel */
+        dc = xc;
+        dw = xw;
+    }
+    printf("%4d %4d %3dx%-3d %5s %7.2f %6lld/%-6lld %9.4f %9.4f %9.4f  "
+           "%5.2fx %6.1fx %6.1fx   (wall %.4f %.4f %.4f)\n",
+           cin, cout, hw, hw, lab, st.bitops_ratio,
+           (long long)(plan.n_diff + kw), (long long)cout * kw, dc, pc, fc,
+           dc / pc, fc / dc, fc / pc, dw, pw, fw);
+    td_bconv_release(&c.l);
+    td_mst_plan_free(&plan);
+    free(rows); free(c.in); free(c.out); free(c.y); free(c.scr); free(c.ts);
+    free(c.thr); free(c.xf); free(c.cols); free(c.wf); free(c.yf);
+}
+
+/* ------------------------------------------------- diff representations */
+
+/* Children's corrections over 256 random windows, scalar: the stored word
+ * masks (one masked XOR-popcount per differing word) against bit-index
+ * lists (one shift-and-test per differing bit). Sums are compared so the
+ * two cannot silently differ. */
+typedef struct rep_ctx {
+    const td_mst_plan *p;
+    const uint64_t *rows, *wins;
+    int kw, nwin;
+    uint32_t *bidx; /* (n_bits) word*64 + bit, per child in channel order */
+    int32_t *bptr;  /* (cout + 1) */
+    int64_t sum;
+} rep_ctx;
+
+__attribute__((target("popcnt"))) static void run_masks(void *v)
+{
+    rep_ctx *c = v;
+    int64_t s = 0;
+    for (int q = 0; q < c->nwin; q++) {
+        const uint64_t *win = c->wins + (size_t)q * (size_t)c->kw;
+        for (int j = 0; j < c->p->cout; j++) {
+            const uint64_t *wj = c->rows + (size_t)j * (size_t)c->kw;
+            for (int32_t e = c->p->diff_ptr[j]; e < c->p->diff_ptr[j + 1]; e++)
+                s += __builtin_popcountll((win[c->p->diff_idx[e]] ^
+                                           wj[c->p->diff_idx[e]]) &
+                                          c->p->diff_mask[e]);
+        }
+    }
+    c->sum = s;
+}
+
+static void run_bits(void *v)
+{
+    rep_ctx *c = v;
+    int64_t s = 0;
+    for (int q = 0; q < c->nwin; q++) {
+        const uint64_t *win = c->wins + (size_t)q * (size_t)c->kw;
+        for (int j = 0; j < c->p->cout; j++) {
+            const uint64_t *wj = c->rows + (size_t)j * (size_t)c->kw;
+            for (int32_t e = c->bptr[j]; e < c->bptr[j + 1]; e++) {
+                uint32_t b = c->bidx[e];
+                s += (int64_t)(((win[b >> 6] ^ wj[b >> 6]) >> (b & 63)) & 1);
+            }
+        }
+    }
+    c->sum = s;
+}
+
+static void bench_reps(int cin, int cout, int flip)
+{
+    int k = 3, cw = td_bp_words(cin), kw = k * k * cw, protos = cout / 8;
+    uint64_t *rows = calloc((size_t)cout * (size_t)kw, 8);
+    rep_ctx c;
+    td_mst_plan plan;
+    double mc, mw, bc, bw;
+    int64_t s1;
+    memset(&c, 0, sizeof c);
+    for (int o = 0; o < cout; o++)
+        for (int i = 0; i < kw * 64; i++) {
+            int ci = i % 64 + (i / 64 % cw) * 64, bit;
+            if (ci >= cin)
+                continue;
+            if (o < protos)
+                bit = frand() < 0;
+            else
+                bit = (int)((rows[(size_t)(o % protos) * (size_t)kw +
+                                  (size_t)(i / 64)] >> (i % 64)) & 1) ^
+                      ((frand() + 1) * 50 < flip);
+            rows[(size_t)o * (size_t)kw + (size_t)(i / 64)] |=
+                (uint64_t)bit << (i % 64);
+        }
+    td_mst_build(rows, cout, kw, &plan, NULL);
+    c.p = &plan;
+    c.rows = rows;
+    c.kw = kw;
+    c.nwin = 256;
+    c.wins = malloc((size_t)c.nwin * (size_t)kw * 8);
+    for (size_t i = 0; i < (size_t)c.nwin * (size_t)kw; i++)
+        ((uint64_t *)c.wins)[i] = ((uint64_t)(frand() * 4e9) << 32) ^
+                                  (uint64_t)(frand() * 4e9);
+    c.bptr = malloc(((size_t)cout + 1) * 4);
+    c.bidx = malloc((size_t)plan.distance * 4 + 4);
+    {
+        int32_t e = 0;
+        for (int j = 0; j < cout; j++) {
+            c.bptr[j] = e;
+            for (int32_t q = plan.diff_ptr[j]; q < plan.diff_ptr[j + 1]; q++)
+                for (int b = 0; b < 64; b++)
+                    if (plan.diff_mask[q] >> b & 1)
+                        c.bidx[e++] = (uint32_t)plan.diff_idx[q] * 64u +
+                                      (uint32_t)b;
+        }
+        c.bptr[cout] = e;
+    }
+    measure(run_masks, &c, &mc, &mw);
+    s1 = c.sum;
+    measure(run_bits, &c, &bc, &bw);
+    printf("%4d %4d %4d%%  %8lld bits %6d words   masks %.4f ms  bits %.4f ms"
+           "  bits/masks %.2fx%s\n",
+           cin, cout, flip, (long long)plan.distance, (int)plan.n_diff, mc,
+           bc, bc / mc, s1 == c.sum ? "" : "  MISMATCH");
+    td_mst_plan_free(&plan);
+    free(rows); free((void *)c.wins); free(c.bptr); free(c.bidx);
+}
+
+/* ------------------------------------------------------------ network */
+
+typedef struct net_ctx {
+    td_bnn_model *m;
+    td_arena ar;
+    float *in, *logits;
+    int use_plan;
+    /* fp32 twin */
+    float *wts[TD_BNN_MAX_BLOCKS], *act[2], *cols;
+} net_ctx;
+
+static void run_net(void *p)
+{
+    net_ctx *c = p;
+    td_bnn_forward(c->m, c->use_plan, &c->ar, c->in, 1, c->logits, NULL);
+}
+
+/* The same network in fp32: stem, each block as im2col + sgemm with a
+ * per-channel affine (its BatchNorm), sign as the activation, average
+ * pool, classifier. Strides are handled by im2col on the strided grid. */
+static void im2col_s(const float *x, int h, int w, int cin, int k, int s,
+                     int p, float *cols, int ho, int wo)
+{
+    for (int oy = 0; oy < ho; oy++)
+        for (int ox = 0; ox < wo; ox++) {
+            float *c = cols + ((size_t)oy * (size_t)wo + (size_t)ox) *
+                                  (size_t)(k * k * cin);
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++, c += cin) {
+                    int iy = oy * s - p + ky, ix = ox * s - p + kx;
+                    if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                        memset(c, 0, (size_t)cin * sizeof *c);
+                    else
+                        memcpy(c, x + ((size_t)iy * (size_t)w + (size_t)ix) *
+                                          (size_t)cin,
+                               (size_t)cin * sizeof *c);
+                }
+        }
+}
+
+static void run_fp32_net(void *p)
+{
+    net_ctx *c = p;
+    const td_bnn_model *m = c->m;
+    const td_bnn_arch *a = &m->arch;
+    float *x = c->act[0], *y = c->act[1], pooled[4096], logits[1024];
+    int h = m->stem_h, w = m->stem_w, cin = a->stem.cout;
+    /* the stem as the real network has it (the same code path) */
+    im2col_s(c->in, a->in_h, a->in_w, 1, a->stem.k, a->stem.stride,
+             a->stem.pad, c->cols, h, w);
+    td_sgemm(h * w, cin, a->stem.k * a->stem.k, c->cols,
+             a->stem.k * a->stem.k, c->wts[TD_BNN_MAX_BLOCKS - 1], cin, 0.0f,
+             x, cin);
+    for (int i = 0; i < a->n_blocks; i++) {
+        const td_bnn_block *b = &m->blocks[i];
+        int kk = b->spec.k * b->spec.k * cin, co = b->spec.cout;
+        im2col_s(x, h, w, cin, b->spec.k, b->spec.stride, b->spec.pad,
+                 c->cols, b->h_out, b->w_out);
+        td_sgemm(b->h_out * b->w_out, co, kk, c->cols, kk, c->wts[i], co,
+                 0.0f, y, co);
+        for (size_t q = 0; q < (size_t)b->h_out * (size_t)b->w_out; q++)
+            for (int o = 0; o < co; o++) {
+                float v = b->scale[o] * y[q * (size_t)co + (size_t)o] +
+                          b->bias[o];
+                y[q * (size_t)co + (size_t)o] =
+                    i + 1 < a->n_blocks ? (v < 0 ? -1.0f : 1.0f) : v;
+            }
+        h = b->h_out;
+        w = b->w_out;
+        cin = co;
+        float *t = x;
+        x = y;
+        y = t;
+    }
+    td_k_avgpool(x, 1, h * w, cin, pooled);
+    for (int j = 0; j < a->classes; j++)
+        logits[j] = m->fc_b[j] + td_k_dot(m->fc_w + (size_t)j * (size_t)cin,
+                                          pooled, cin);
+    c->logits[0] = logits[0];
+}
+
+static void bench_net(const char *arch_json, int flip, const char *label)
+{
+    td_bnn_arch arch;
+    bnn_random r;
+    net_ctx c;
+    td_error err;
+    double dc, dw, pc, pw, fc, fw;
+    size_t maxact = 0, maxcols = 0;
+    memset(&c, 0, sizeof c);
+    if (td_bnn_arch_parse(arch_json, &arch, &err) != TD_OK ||
+        bnn_random_latent(&r, &arch, 7, flip) ||
+        td_bnn_from_latent(&c.m, &r.lat, &err) != TD_OK) {
+        fprintf(stderr, "bnn_bench: %s\n", err.msg);
+        exit(1);
+    }
+    td_arena_init(&c.ar, td_bnn_scratch_bytes(c.m), NULL);
+    c.in = malloc(784 * 4);
+    c.logits = malloc((size_t)arch.classes * 4);
+    for (int i = 0; i < 784; i++)
+        c.in[i] = frand() * 2;
+    {
+        int cin = arch.stem.cout;
+        maxact = (size_t)c.m->stem_h * (size_t)c.m->stem_w * (size_t)cin;
+        maxcols = (size_t)c.m->stem_h * (size_t)c.m->stem_w *
+                  (size_t)(arch.stem.k * arch.stem.k);
+        c.wts[TD_BNN_MAX_BLOCKS - 1] =
+            malloc((size_t)(arch.stem.k * arch.stem.k) * (size_t)cin * 4);
+        for (int q = 0; q < arch.stem.k * arch.stem.k * cin; q++)
+            c.wts[TD_BNN_MAX_BLOCKS - 1][q] = frand();
+        for (int i = 0; i < arch.n_blocks; i++) {
+            const td_bnn_block *b = &c.m->blocks[i];
+            size_t kk = (size_t)(b->spec.k * b->spec.k * cin);
+            size_t po = (size_t)b->h_out * (size_t)b->w_out;
+            c.wts[i] = malloc(kk * (size_t)b->spec.cout * 4);
+            for (size_t q = 0; q < kk * (size_t)b->spec.cout; q++)
+                c.wts[i][q] = frand();
+            if (po * (size_t)b->spec.cout > maxact)
+                maxact = po * (size_t)b->spec.cout;
+            if (po * kk > maxcols)
+                maxcols = po * kk;
+            cin = b->spec.cout;
+        }
+    }
+    c.act[0] = malloc(maxact * 4);
+    c.act[1] = malloc(maxact * 4);
+    c.cols = malloc(maxcols * 4);
+    double xc, xw;
+    c.use_plan = 0;
+    measure(run_net, &c, &dc, &dw);
+    c.use_plan = TD_BCONV_CH8;
+    measure(run_net, &c, &xc, &xw);
+    c.use_plan = TD_BCONV_PLAN;
+    measure(run_net, &c, &pc, &pw);
+    measure(run_fp32_net, &c, &fc, &fw);
+    printf("%-22s dense kernels: 8-pixel %.4f ms, 8-channel %.4f ms\n", "",
+           dc, xc);
+    if (xc < dc) { /* the dense baseline is the faster dense kernel */
+        dc = xc;
+        dw = xw;
+    }
+    printf("%-22s bitops/img dense %lld mst %lld (%.2fx)\n", label,
+           (long long)c.m->total.bitops_dense,
+           (long long)c.m->total.bitops_mst, c.m->total.bitops_ratio);
+    printf("  dense %.4f ms  plan %.4f ms  fp32 %.4f ms   plan/dense "
+           "speed-up %.2fx  fp32/dense %.1fx  fp32/plan %.1fx  "
+           "(wall %.4f %.4f %.4f)\n",
+           dc, pc, fc, dc / pc, fc / dc, fc / pc, dw, pw, fw);
+    for (int i = 0; i < TD_BNN_MAX_BLOCKS; i++)
+        free(c.wts[i]);
+    free(c.act[0]); free(c.act[1]); free(c.cols); free(c.in); free(c.logits);
+    td_arena_free(&c.ar);
+    td_bnn_free(c.m);
+    bnn_random_free(&r);
+}
+
+#define FMNIST_ARCH                                                         \
+    "{\"in_ch\":1,\"in_h\":28,\"in_w\":28,"                                 \
+    "\"stem\":{\"cout\":32,\"k\":3,\"stride\":1,\"pad\":1},"                \
+    "\"blocks\":[{\"cout\":64,\"k\":3,\"stride\":2,\"pad\":1},"             \
+    "{\"cout\":64,\"k\":3,\"stride\":1,\"pad\":1},"                         \
+    "{\"cout\":128,\"k\":3,\"stride\":2,\"pad\":1},"                        \
+    "{\"cout\":128,\"k\":3,\"stride\":1,\"pad\":1}],\"classes\":10}"
+#define WIDE_ARCH                                                           \
+    "{\"in_ch\":1,\"in_h\":28,\"in_w\":28,"                                 \
+    "\"stem\":{\"cout\":64,\"k\":3,\"stride\":1,\"pad\":1},"                \
+    "\"blocks\":[{\"cout\":128,\"k\":3,\"stride\":2,\"pad\":1},"            \
+    "{\"cout\":128,\"k\":3,\"stride\":1,\"pad\":1},"                        \
+    "{\"cout\":256,\"k\":3,\"stride\":2,\"pad\":1},"                        \
+    "{\"cout\":256,\"k\":3,\"stride\":1,\"pad\":1}],\"classes\":10}"
+
+int main(int argc, char **argv)
+{
+    static const int shapes[][3] = {{64, 64, 14}, {128, 128, 14},
+                                    {256, 256, 7}};
+    static const int flips[] = {-1, 20, 5, 1, 0};
+    if (argc > 1)
+        secs = atof(argv[1]);
+    td_blas_set_threads(1);
+    printf("bnn_bench: one thread, medians of CPU ms per call; popcnt %s\n",
+           td_bp_has_popcnt() ? "yes" : "no");
+    printf("Part 1: one 3x3 layer (stride 1, pad 1), one image; flip = %% "
+           "of bits flipped in near-copy channels\n");
+    printf(" cin cout  HxW   flip  bitops  words plan/dense   dense_ms   "
+           "plan_ms   fp32_ms  dense/plan fp32/dense fp32/plan\n");
+    for (size_t s = 0; argc < 3 && s < sizeof shapes / sizeof *shapes; s++)
+        for (size_t f = 0; f < sizeof flips / sizeof *flips; f++) {
+            bench_layer(shapes[s][0], shapes[s][1], shapes[s][2], flips[f]);
+        }
+    if (argc < 3)
+        printf("\nPart 2: children's corrections, 256 windows, scalar: word masks "
+           "(stored) vs bit-index lists\n");
+    for (int f = 0; argc < 3 && f < 4; f++) {
+        static const int fl[] = {20, 5, 1, 0};
+        bench_reps(128, 128, fl[f]);
+    }
+    printf("\nPart 3: whole network, one image\n");
+    bench_net(FMNIST_ARCH, -1, "fmnist random");
+    bench_net(FMNIST_ARCH, 5, "fmnist near-copy 5%");
+    bench_net(FMNIST_ARCH, 1, "fmnist near-copy 1%");
+    bench_net(FMNIST_ARCH, 0, "fmnist exact copies");
+    bench_net(WIDE_ARCH, -1, "wide random");
+    bench_net(WIDE_ARCH, 1, "wide near-copy 1%");
+    bench_net(WIDE_ARCH, 0, "wide exact copies");
+    return 0;
+}
