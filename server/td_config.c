@@ -40,6 +40,7 @@ typedef enum key_id {
     K_MAX_JOBS,
     K_MAX_CONNECTIONS_PER_IP,
     K_ORACLE_MODE,
+    K_HEADER_TIMEOUT,
     K_CONFIG,
     K_COUNT
 } key_id;
@@ -53,7 +54,7 @@ const char *const td_config_keys[] = {
     "max-image-pixels", "tokens",       "protect-reads",
     "tls-cert",        "tls-key",         "request-timeout",
     "max-queue",       "max-jobs",        "max-connections-per-ip",
-    "oracle-mode",     "config",
+    "oracle-mode",     "header-timeout",  "config",
     NULL};
 
 static int lookup_key(const char *name, size_t len, key_id *id)
@@ -107,6 +108,7 @@ void td_config_defaults(td_config *c)
     c->max_jobs = 16;
     c->max_connections_per_ip = 0;
     strcpy(c->oracle_mode, "labels");
+    c->header_timeout_s = 30;
 }
 
 /* ---- value parsers: full-string checks, no sign, no overflow ---- */
@@ -376,6 +378,8 @@ static td_status apply(td_config *c, key_id id, const char *value,
                                 value);
         snprintf(c->oracle_mode, sizeof c->oracle_mode, "%s", value);
         return TD_OK;
+    case K_HEADER_TIMEOUT:
+        return set_uint(&c->header_timeout_s, value, 0, SECONDS_MAX, err);
     case K_CONFIG:
         return set_path(c->config_path, sizeof c->config_path, value,
                         "file name", err);
@@ -690,6 +694,10 @@ void td_config_usage(FILE *out, const char *argv0)
             "  --max-connections-per-ip N  0 = unlimited (default)\n"
             "  --oracle-mode labels|treecover  default mode for submitted "
             "graphs\n"
+            "  --header-timeout SECONDS a request's headers must arrive "
+            "within this\n"
+            "                           (slow clients are dropped), 0 = "
+            "off (default 30)\n"
             "  --config FILE            read settings from FILE first; "
             "flags override it\n"
             "  -h, --help               show this help and exit\n"

@@ -61,6 +61,9 @@ typedef struct td_config {
     unsigned max_jobs;         /* --max-jobs N graph builds, default 16 */
     unsigned max_connections_per_ip; /* 0 = unlimited (default) */
     char oracle_mode[16];      /* --oracle-mode, default "labels" */
+    unsigned header_timeout_s; /* --header-timeout SECONDS: headers must
+                                  arrive within it (slow-loris), 0 = off,
+                                  default 30 */
     char config_path[4096];    /* --config FILE, "" if none */
 } td_config;
 

@@ -20,6 +20,16 @@
 
 #include <jansson.h>
 
+/* One per TCP connection, for the header deadline: libmicrohttpd's own
+ * timeout counts only idle time, so a client trickling one header byte a
+ * second (slow-loris) would hold its connection forever. */
+typedef struct conn_track {
+    struct MHD_Connection *conn;
+    uint64_t waiting_since;  /* start of the wait for the next headers */
+    int in_request;          /* headers are in; the request is under way */
+    struct conn_track *prev, *next;
+} conn_track;
+
 struct td_http {
     uv_loop_t *loop;
     struct MHD_Daemon *daemon;
@@ -39,6 +49,9 @@ struct td_http {
     int in_run;      /* inside MHD_run: a resume must not re-enter it */
     int run_again;
     int closed_in_run; /* a connection closed: run MHD once more */
+    conn_track *conns; /* every open connection */
+    uv_timer_t reaper; /* enforces header_timeout */
+    uint64_t header_timeout_ns;
     /* Suspended requests, so td_http_stop can answer them. */
     td_request **suspended;
     size_t n_suspended, cap_suspended;
@@ -313,6 +326,14 @@ void td_http_defer(td_request *req, td_work_fn work_fn, td_done_fn done_fn)
 
 /* ------------------------------------------------------------ MHD hooks */
 
+static conn_track *track_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info ? info->socket_context : NULL;
+}
+
+
 static uint64_t parse_content_length(const char *s)
 {
     char *end;
@@ -350,6 +371,11 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn,
             conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH));
         *con_cls = req;
         h->in_flight++;
+        {
+            conn_track *t = track_of(conn);
+            if (t)
+                t->in_request = 1;
+        }
         /* Route first (so metrics know the route), then refuse an
          * oversized body before reading it; with Expect: 100-continue the
          * client never sends it. */
@@ -425,11 +451,17 @@ static void completed_cb(void *cls, struct MHD_Connection *conn,
 {
     td_http *h = cls;
     td_request *req = *con_cls;
-    (void)conn;
     if (!req)
         return;
     *con_cls = NULL;
     h->in_flight--;
+    {
+        conn_track *t = track_of(conn);
+        if (t) {
+            t->in_request = 0;
+            t->waiting_since = td_now_ns();
+        }
+    }
     if (!req->responded)
         req->status = 499; /* closed by the client, nginx's convention */
     h->handlers.on_complete(h->app, req,
@@ -448,10 +480,53 @@ static void notify_connection(void *cls, struct MHD_Connection *conn,
                               enum MHD_ConnectionNotificationCode toe)
 {
     td_http *h = cls;
-    (void)conn;
-    (void)socket_context;
-    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
-        h->closed_in_run = 1;
+    conn_track *t = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        t = calloc(1, sizeof *t);
+        if (!t)
+            return; /* untracked: only the header deadline is lost */
+        t->conn = conn;
+        t->waiting_since = td_now_ns();
+        t->next = h->conns;
+        if (h->conns)
+            h->conns->prev = t;
+        h->conns = t;
+        *socket_context = t;
+        return;
+    }
+    h->closed_in_run = 1;
+    if (t) {
+        if (t->prev)
+            t->prev->next = t->next;
+        else
+            h->conns = t->next;
+        if (t->next)
+            t->next->prev = t->prev;
+        free(t);
+        *socket_context = NULL;
+    }
+}
+
+
+/* Every second: shut down connections whose next request's headers have
+ * not arrived within the deadline. MHD then sees the socket fail and
+ * closes it; other connections are untouched. */
+static void on_reaper(uv_timer_t *timer)
+{
+    td_http *h = timer->data;
+    uint64_t now = td_now_ns();
+    conn_track *t;
+    for (t = h->conns; t; t = t->next) {
+        if (!t->in_request && now - t->waiting_since > h->header_timeout_ns) {
+            const union MHD_ConnectionInfo *info = MHD_get_connection_info(
+                t->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+            if (info) {
+                shutdown(info->connect_fd, SHUT_RDWR);
+                t->waiting_since = now; /* once is enough */
+            }
+        }
+    }
+    http_run(h);
 }
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
@@ -590,6 +665,13 @@ td_status td_http_start(uv_loop_t *loop, const td_http_options *opt,
     h->timer.data = h;
     h->handles_open = 2;
     uv_poll_start(&h->poll, UV_READABLE, on_poll);
+    h->header_timeout_ns = (uint64_t)opt->header_timeout_s * 1000000000u;
+    if (uv_timer_init(loop, &h->reaper) == 0) {
+        h->reaper.data = h;
+        h->handles_open++;
+        if (opt->header_timeout_s)
+            uv_timer_start(&h->reaper, on_reaper, 1000, 1000);
+    }
     http_run(h);
     *out = h;
     return TD_OK;
@@ -633,6 +715,7 @@ void td_http_stop(td_http *h)
     }
     uv_poll_stop(&h->poll);
     uv_timer_stop(&h->timer);
+    uv_timer_stop(&h->reaper);
     MHD_stop_daemon(h->daemon);
     h->daemon = NULL;
 }
@@ -654,4 +737,5 @@ void td_http_close(td_http *h)
         td_http_stop(h);
     uv_close((uv_handle_t *)&h->poll, on_handle_closed);
     uv_close((uv_handle_t *)&h->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&h->reaper, on_handle_closed);
 }

@@ -90,6 +90,8 @@ typedef struct td_http_options {
     unsigned max_connections;
     unsigned max_connections_per_ip;  /* 0 = unlimited */
     unsigned connection_timeout_s;
+    unsigned header_timeout_s;        /* a request's headers must arrive
+                                         within this (slow-loris); 0 = off */
     const char *tls_cert_pem;         /* NULL: plain HTTP */
     const char *tls_key_pem;
 } td_http_options;

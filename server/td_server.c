@@ -264,6 +264,7 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
     hopt.max_body = cfg->max_body;
     hopt.max_connections = cfg->max_connections;
     hopt.connection_timeout_s = cfg->connection_timeout_s;
+    hopt.header_timeout_s = cfg->header_timeout_s;
     st = td_http_start(&s->loop, &hopt, &handlers, s, &s->log, &s->http, err);
     /* MHD keeps its own copies of the PEM data. */
     if (tls_key)

@@ -292,6 +292,43 @@ def _():
         d.close()
 
 
+@t.test("slow-loris: headers trickled past --header-timeout are dropped, "
+        "others keep being served")
+def _():
+    d = tdtest.Daemon(args=["--header-timeout", "1"])
+    d.start()
+    try:
+        slow = d.raw()
+        slow.sendall(b"GET /v2/health/live HTTP/1.1\r\n")
+        dropped_after = None
+        t0 = time.monotonic()
+        # One header byte every 0.2 s keeps the connection busy, never idle.
+        for i in range(40):
+            try:
+                slow.sendall(b"X")
+            except OSError:
+                dropped_after = time.monotonic() - t0
+                break
+            eq(d.get("/v2/health/live", timeout=5).status, 200,
+               "another client while the slow one trickles")
+            slow.settimeout(0.2)
+            try:
+                if slow.recv(100) == b"":
+                    dropped_after = time.monotonic() - t0
+                    break
+            except socket.timeout:
+                pass
+            except OSError:
+                dropped_after = time.monotonic() - t0
+                break
+        slow.close()
+        check(dropped_after is not None, "the slow client was never dropped")
+        check(dropped_after < 6, "dropped only after %.1f s" % dropped_after)
+        eq(d.get("/v2/health/ready").status, 200, "still serving")
+    finally:
+        d.close()
+
+
 @t.test("socket activation: LISTEN_FDS/LISTEN_PID are honoured")
 def _():
     d = tdtest.Daemon()
