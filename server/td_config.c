@@ -41,6 +41,8 @@ typedef enum key_id {
     K_MAX_CONNECTIONS_PER_IP,
     K_ORACLE_MODE,
     K_HEADER_TIMEOUT,
+    K_MAX_GRAPH_NODES,
+    K_MAX_GRAPH_BYTES,
     K_CONFIG,
     K_COUNT
 } key_id;
@@ -54,7 +56,8 @@ const char *const td_config_keys[] = {
     "max-image-pixels", "tokens",       "protect-reads",
     "tls-cert",        "tls-key",         "request-timeout",
     "max-queue",       "max-jobs",        "max-connections-per-ip",
-    "oracle-mode",     "header-timeout",  "config",
+    "oracle-mode",     "header-timeout",  "max-graph-nodes",
+    "max-graph-bytes", "config",
     NULL};
 
 static int lookup_key(const char *name, size_t len, key_id *id)
@@ -109,6 +112,8 @@ void td_config_defaults(td_config *c)
     c->max_connections_per_ip = 0;
     strcpy(c->oracle_mode, "labels");
     c->header_timeout_s = 30;
+    c->max_graph_nodes = 30000000;
+    c->max_graph_bytes = (uint64_t)2 << 30;
 }
 
 /* ---- value parsers: full-string checks, no sign, no overflow ---- */
@@ -380,6 +385,10 @@ static td_status apply(td_config *c, key_id id, const char *value,
         return TD_OK;
     case K_HEADER_TIMEOUT:
         return set_uint(&c->header_timeout_s, value, 0, SECONDS_MAX, err);
+    case K_MAX_GRAPH_NODES:
+        return set_uint(&c->max_graph_nodes, value, 1, 4000000000u, err);
+    case K_MAX_GRAPH_BYTES:
+        return set_size(&c->max_graph_bytes, value, err);
     case K_CONFIG:
         return set_path(c->config_path, sizeof c->config_path, value,
                         "file name", err);
@@ -694,6 +703,10 @@ void td_config_usage(FILE *out, const char *argv0)
             "  --max-connections-per-ip N  0 = unlimited (default)\n"
             "  --oracle-mode labels|treecover  default mode for submitted "
             "graphs\n"
+            "  --max-graph-nodes N      vertices in a submitted graph "
+            "(default 30000000)\n"
+            "  --max-graph-bytes BYTES  a submitted graph, decompressed "
+            "(default 2G)\n"
             "  --header-timeout SECONDS a request's headers must arrive "
             "within this\n"
             "                           (slow clients are dropped), 0 = "

@@ -61,6 +61,8 @@ typedef struct td_config {
     unsigned max_jobs;         /* --max-jobs N graph builds, default 16 */
     unsigned max_connections_per_ip; /* 0 = unlimited (default) */
     char oracle_mode[16];      /* --oracle-mode, default "labels" */
+    unsigned max_graph_nodes;  /* --max-graph-nodes N, default 30M */
+    uint64_t max_graph_bytes;  /* --max-graph-bytes: decompressed, 2G */
     unsigned header_timeout_s; /* --header-timeout SECONDS: headers must
                                   arrive within it (slow-loris), 0 = off,
                                   default 30 */

@@ -215,6 +215,10 @@ static void run_job(td_jobs *J, td_job *job)
     /* 2. Parse. */
     on_progress(ctx, 0.0, "reading the graph");
     memset(&ropts, 0, sizeof ropts);
+    /* Bounded memory: a small gzip body must not inflate to gigabytes,
+     * nor a one-line edge list claim a billion vertices. */
+    ropts.max_nodes = J->max_nodes;
+    ropts.max_bytes = (size_t)J->max_bytes;
     fmt = td_graph_format_parse(job->spec.format);
     ropts.format = fmt < 0 ? TD_GFMT_AUTO : (td_graph_format)fmt;
     st = td_graph_read_file(graph_path, &ropts, &el, &err);

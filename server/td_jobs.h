@@ -70,6 +70,8 @@ typedef struct td_jobs {
     pthread_cond_t cond;
     td_job *jobs;                /* newest first */
     unsigned max_queued;
+    uint64_t max_nodes;          /* graph limits (0: the reader's own) */
+    uint64_t max_bytes;
     int stop;
     int changed;                 /* an oracle appeared or went: rescan */
     char graph_dir[4200], oracle_dir[4200], job_dir[4200];

@@ -240,6 +240,8 @@ td_status td_server_init(td_server *s, const td_config *cfg, td_error *err)
                       &s->log, on_oracles_changed, s, err);
     if (st != TD_OK)
         goto fail_batcher;
+    s->jobs.max_nodes = cfg->max_graph_nodes;
+    s->jobs.max_bytes = cfg->max_graph_bytes;
 
     memset(&hopt, 0, sizeof hopt);
     hopt.host = cfg->host;

@@ -211,6 +211,33 @@ def _():
     eq(d.get("/v1/graphs/gnope").status, 404, "unknown job")
 
 
+@t.test("graph limits: a huge vertex id and a gzip bomb fail their jobs")
+def _():
+    e = tdtest.Daemon(args=["--max-graph-nodes", "1000",
+                            "--max-graph-bytes", "1M"])
+    e.start()
+    try:
+        r = e.post("/v1/graphs?name=huge&format=edgelist", "0 999999999 1\n")
+        eq(r.status, 202, "submit")
+        jid = r.json()["id"]
+        tdtest.wait_for(lambda: e.get("/v1/graphs/" + jid).json()["state"]
+                        in ("failed", "ready"), 30, "the job to end")
+        job = e.get("/v1/graphs/" + jid).json()
+        eq(job["state"], "failed", "huge id (%r)" % job)
+        bomb = gzip.compress(b"0 1 1\n" + b" " * (8 << 20))
+        check(len(bomb) < 100000, "the bomb is small (%d)" % len(bomb))
+        r = e.post("/v1/graphs?name=bomb&format=edgelist", bomb)
+        eq(r.status, 202, "submit bomb")
+        jid = r.json()["id"]
+        tdtest.wait_for(lambda: e.get("/v1/graphs/" + jid).json()["state"]
+                        in ("failed", "ready"), 30, "the bomb's job to end")
+        job = e.get("/v1/graphs/" + jid).json()
+        eq(job["state"], "failed", "gzip bomb (%r)" % job)
+        eq(e.get("/v2/health/ready").status, 200, "still serving")
+    finally:
+        e.close()
+
+
 @t.test("the job list shows every job with its state")
 def _():
     r = d.get("/v1/graphs")
