@@ -329,6 +329,64 @@ def _():
         d.close()
 
 
+@t.test("malformed Authorization headers are 401, never accepted")
+def _():
+    d = tdtest.Daemon()
+    tok = os.path.join(d.tmp, "tokens")
+    write_tokens(tok, TOKEN)
+    d.args = ["--tokens", tok]
+    d.start()
+    try:
+        for value in ("Basic " + TOKEN, "Bearer", "Bearer ", "bearer " + TOKEN,
+                      TOKEN, "Bearer " + "x" * 5000):
+            r = d.post("/v1/graphs", "0 1 2\n",
+                       headers={"Authorization": value})
+            check(r.status in (401, 403), "%r: status %d" % (value[:20],
+                                                             r.status))
+        eq(d.post("/v1/graphs?name=ok", "0 1 2\n", headers=auth()).status,
+           202, "the right token still works")
+    finally:
+        d.close()
+
+
+@t.test("10,000 connections opened at once: the daemon stays up and serves")
+def _():
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 10600:
+        t.skip("RLIMIT_NOFILE hard limit %d is below 10600" % hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 10600), hard))
+    d = tdtest.Daemon(args=["--header-timeout", "1", "--max-connections",
+                            "1024"])
+    d.start()
+    socks = []
+    try:
+        for _ in range(10000):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", d.port))
+            socks.append(s)
+
+        def serves():
+            try:
+                return d.get("/v2/health/live", timeout=2).status == 200
+            except OSError:
+                return False
+        # Idle connections past --header-timeout are shut down, so slots
+        # free up and a real client gets through while the flood stands.
+        tdtest.wait_for(serves, 60, "a request answered during the flood")
+        check(d.proc.poll() is None, "the daemon died")
+    finally:
+        for s in socks:
+            s.close()
+    try:
+        tdtest.wait_for(serves, 30, "a request answered after the flood")
+        eq(d.get("/v2/health/ready").status, 200, "ready after the flood")
+    finally:
+        d.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 @t.test("socket activation: LISTEN_FDS/LISTEN_PID are honoured")
 def _():
     d = tdtest.Daemon()
