@@ -10,9 +10,8 @@
 #include "td_bnn_model.h"
 
 typedef struct bnn_servable {
+    td_io_pair io; /* first: the td_io_pair accessors */
     td_bnn_model *m;
-    td_tensor_spec in_spec;
-    td_tensor_spec out_spec;
 } bnn_servable;
 
 static td_status bnn_load(const td_st_file *f, const char *path, void **impl,
@@ -28,10 +27,10 @@ static td_status bnn_load(const td_st_file *f, const char *path, void **impl,
         free(s);
         return st;
     }
-    s->in_spec = (td_tensor_spec){"input", TD_DT_F32, 4,
+    s->io.in = (td_tensor_spec){"input", TD_DT_F32, 4,
                                   {-1, s->m->arch.in_ch, s->m->arch.in_h,
                                    s->m->arch.in_w}};
-    s->out_spec =
+    s->io.out =
         (td_tensor_spec){"logits", TD_DT_F32, 2, {-1, s->m->arch.classes}};
     *impl = s;
     return TD_OK;
@@ -44,18 +43,6 @@ static void bnn_unload(void *impl)
         return;
     td_bnn_free(s->m);
     free(s);
-}
-
-static int bnn_inputs(const void *impl, const td_tensor_spec **specs)
-{
-    *specs = &((const bnn_servable *)impl)->in_spec;
-    return 1;
-}
-
-static int bnn_outputs(const void *impl, const td_tensor_spec **specs)
-{
-    *specs = &((const bnn_servable *)impl)->out_spec;
-    return 1;
 }
 
 static json_t *bnn_describe(const void *impl)
@@ -141,8 +128,8 @@ const td_servable_kind td_kind_bnn = {
     .platform = "tinyd_bnn",
     .load = bnn_load,
     .unload = bnn_unload,
-    .inputs = bnn_inputs,
-    .outputs = bnn_outputs,
+    .inputs = td_io_pair_inputs,
+    .outputs = td_io_pair_outputs,
     .describe = bnn_describe,
     .labels = bnn_labels,
     .infer = bnn_infer,

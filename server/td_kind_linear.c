@@ -11,12 +11,11 @@
 #include "td_labels.h"
 
 typedef struct linear_model {
+    td_io_pair io; /* first: the td_io_pair accessors */
     float *weight;  /* (C,F); one allocation holds weight then bias */
     float *bias;    /* (C) */
     int classes;    /* C */
     int features;   /* F */
-    td_tensor_spec in_spec;
-    td_tensor_spec out_spec;
     td_labels labels;
 } linear_model;
 
@@ -62,8 +61,8 @@ static td_status linear_load(const td_st_file *f, const char *path,
         free(m);
         return st;
     }
-    m->in_spec = (td_tensor_spec){"input", TD_DT_F32, 2, {-1, m->features}};
-    m->out_spec = (td_tensor_spec){"logits", TD_DT_F32, 2, {-1, m->classes}};
+    m->io.in = (td_tensor_spec){"input", TD_DT_F32, 2, {-1, m->features}};
+    m->io.out = (td_tensor_spec){"logits", TD_DT_F32, 2, {-1, m->classes}};
     *impl = m;
     return TD_OK;
 }
@@ -76,18 +75,6 @@ static void linear_unload(void *impl)
     td_labels_free(&m->labels);
     free(m->weight);
     free(m);
-}
-
-static int linear_inputs(const void *impl, const td_tensor_spec **specs)
-{
-    *specs = &((const linear_model *)impl)->in_spec;
-    return 1;
-}
-
-static int linear_outputs(const void *impl, const td_tensor_spec **specs)
-{
-    *specs = &((const linear_model *)impl)->out_spec;
-    return 1;
 }
 
 static json_t *linear_describe(const void *impl)
@@ -141,8 +128,8 @@ const td_servable_kind td_kind_linear = {
     .platform = "tinyd_linear",
     .load = linear_load,
     .unload = linear_unload,
-    .inputs = linear_inputs,
-    .outputs = linear_outputs,
+    .inputs = td_io_pair_inputs,
+    .outputs = td_io_pair_outputs,
     .describe = linear_describe,
     .labels = linear_labels,
     .infer = linear_infer,

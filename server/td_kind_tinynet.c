@@ -10,10 +10,9 @@
 #include "td_tinynet.h"
 
 typedef struct tinynet_model {
+    td_io_pair io; /* first: the td_io_pair accessors */
     td_tinynet *net;
     td_tn_counts counts;
-    td_tensor_spec in_spec;
-    td_tensor_spec out_spec;
 } tinynet_model;
 
 static td_status tinynet_load(const td_st_file *f, const char *path,
@@ -31,8 +30,8 @@ static td_status tinynet_load(const td_st_file *f, const char *path,
     }
     r = m->net->arch.resolution;
     td_tn_arch_count(&m->net->arch, r, r, &m->counts);
-    m->in_spec = (td_tensor_spec){"input", TD_DT_F32, 4, {-1, 3, r, r}};
-    m->out_spec =
+    m->io.in = (td_tensor_spec){"input", TD_DT_F32, 4, {-1, 3, r, r}};
+    m->io.out =
         (td_tensor_spec){"logits", TD_DT_F32, 2, {-1, m->net->arch.classes}};
     *impl = m;
     return TD_OK;
@@ -45,18 +44,6 @@ static void tinynet_unload(void *impl)
         return;
     td_tinynet_free(m->net);
     free(m);
-}
-
-static int tinynet_inputs(const void *impl, const td_tensor_spec **specs)
-{
-    *specs = &((const tinynet_model *)impl)->in_spec;
-    return 1;
-}
-
-static int tinynet_outputs(const void *impl, const td_tensor_spec **specs)
-{
-    *specs = &((const tinynet_model *)impl)->out_spec;
-    return 1;
 }
 
 static json_t *tinynet_describe(const void *impl)
@@ -142,8 +129,8 @@ const td_servable_kind td_kind_tinynet = {
     .platform = "tinyd_tinynet",
     .load = tinynet_load,
     .unload = tinynet_unload,
-    .inputs = tinynet_inputs,
-    .outputs = tinynet_outputs,
+    .inputs = td_io_pair_inputs,
+    .outputs = td_io_pair_outputs,
     .describe = tinynet_describe,
     .labels = tinynet_labels,
     .infer = tinynet_infer,

@@ -27,3 +27,15 @@ const td_servable_kind *td_kind_find(const char *kind)
             return td_kinds[i];
     return NULL;
 }
+
+int td_io_pair_inputs(const void *impl, const td_tensor_spec **specs)
+{
+    *specs = &((const td_io_pair *)impl)->in;
+    return 1;
+}
+
+int td_io_pair_outputs(const void *impl, const td_tensor_spec **specs)
+{
+    *specs = &((const td_io_pair *)impl)->out;
+    return 1;
+}

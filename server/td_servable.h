@@ -47,6 +47,16 @@ typedef struct td_tensor_spec {
     int64_t shape[TD_ST_MAX_DIMS];
 } td_tensor_spec;
 
+/* Most kinds take one input and give one output. Such a kind keeps a
+ * td_io_pair as the FIRST member of its implementation and uses the two
+ * accessors below for `inputs` and `outputs`. */
+typedef struct td_io_pair {
+    td_tensor_spec in;
+    td_tensor_spec out;
+} td_io_pair;
+int td_io_pair_inputs(const void *impl, const td_tensor_spec **specs);
+int td_io_pair_outputs(const void *impl, const td_tensor_spec **specs);
+
 typedef struct td_servable_kind {
     const char *kind;     /* the metadata "kind" value */
     const char *platform; /* OIP model metadata "platform" */
