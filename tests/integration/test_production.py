@@ -262,6 +262,25 @@ def _():
         d.close()
 
 
+@t.test("overload: past --max-jobs graph builds, 503 with Retry-After")
+def _():
+    d = tdtest.Daemon(args=["--max-jobs", "1"])
+    d.start()
+    try:
+        grid = "".join("%d %d 1\n%d %d 1\n" % (v, v + 1, v, v + 60)
+                       for v in range(60 * 59) if (v + 1) % 60)
+        first = d.post("/v1/graphs?name=g1&format=edgelist", grid)
+        eq(first.status, 202, "first build")
+        second = d.post("/v1/graphs?name=g2&format=edgelist", grid)
+        if second.status == 202:
+            t.skip("the first build finished before the second arrived")
+        eq(second.status, 503, "second build (%r)" % second.body[:200])
+        check(second.headers.get("Retry-After"), "no Retry-After")
+        check("limit" in second.error(), second.error())
+    finally:
+        d.close()
+
+
 @t.test("--max-connections-per-ip: the extra connection is refused")
 def _():
     d = tdtest.Daemon(args=["--max-connections-per-ip", "2"])
