@@ -100,26 +100,19 @@ static td_status bnn_infer(const void *impl, const td_tensor *inputs,
 {
     const td_bnn_model *m = ((const bnn_servable *)impl)->m;
     int rows = (int)inputs[0].shape[0];
-    size_t bytes = (size_t)rows * (size_t)m->arch.classes * sizeof(float);
-    float *logits = malloc(bytes ? bytes : 1);
+    float *logits = td_logits_alloc(&outputs[0], rows, m->arch.classes, err);
     td_status st;
     (void)params;
     if (!logits)
-        return td_error_set(err, TD_ENOMEM, "out of memory");
+        return err->status;
     st = rows > 0 ? td_bnn_forward(m, TD_BCONV_PLAN, scratch, inputs[0].data, rows,
                                    logits, err)
                   : TD_OK;
     if (st != TD_OK) {
         free(logits);
+        outputs[0].data = NULL;
         return st;
     }
-    snprintf(outputs[0].name, sizeof outputs[0].name, "logits");
-    outputs[0].dtype = TD_DT_F32;
-    outputs[0].ndim = 2;
-    outputs[0].shape[0] = rows;
-    outputs[0].shape[1] = m->arch.classes;
-    outputs[0].data = logits;
-    outputs[0].nbytes = bytes;
     return TD_OK;
 }
 

@@ -100,12 +100,11 @@ static td_status linear_infer(const void *impl, const td_tensor *inputs,
     const linear_model *m = impl;
     const float *x = inputs[0].data;
     int n = (int)inputs[0].shape[0], i, c;
+    float *y = td_logits_alloc(&outputs[0], n, m->classes, err);
     (void)scratch;
     (void)params;
-    size_t bytes = (size_t)n * (size_t)m->classes * sizeof(float);
-    float *y = malloc(bytes ? bytes : 1);
     if (!y)
-        return td_error_set(err, TD_ENOMEM, "out of memory for %d rows", n);
+        return err->status;
     if (n > 0)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, m->classes,
                     m->features, 1.0f, x, m->features, m->weight,
@@ -113,13 +112,6 @@ static td_status linear_infer(const void *impl, const td_tensor *inputs,
     for (i = 0; i < n; i++)
         for (c = 0; c < m->classes; c++)
             y[(size_t)i * (size_t)m->classes + (size_t)c] += m->bias[c];
-    snprintf(outputs[0].name, sizeof outputs[0].name, "logits");
-    outputs[0].dtype = TD_DT_F32;
-    outputs[0].ndim = 2;
-    outputs[0].shape[0] = n;
-    outputs[0].shape[1] = m->classes;
-    outputs[0].data = y;
-    outputs[0].nbytes = bytes;
     return TD_OK;
 }
 

@@ -101,26 +101,19 @@ static td_status tinynet_infer(const void *impl, const td_tensor *inputs,
 {
     const td_tinynet *n = ((const tinynet_model *)impl)->net;
     int rows = (int)inputs[0].shape[0], r = n->arch.resolution;
-    size_t bytes = (size_t)rows * (size_t)n->arch.classes * sizeof(float);
-    float *logits = malloc(bytes ? bytes : 1);
+    float *logits = td_logits_alloc(&outputs[0], rows, n->arch.classes, err);
     td_status st;
     (void)params;
     if (!logits)
-        return td_error_set(err, TD_ENOMEM, "out of memory");
+        return err->status;
     st = rows > 0 ? td_tinynet_forward(n, scratch, inputs[0].data, rows, r, r,
                                        logits, err)
                   : TD_OK;
     if (st != TD_OK) {
         free(logits);
+        outputs[0].data = NULL;
         return st;
     }
-    snprintf(outputs[0].name, sizeof outputs[0].name, "logits");
-    outputs[0].dtype = TD_DT_F32;
-    outputs[0].ndim = 2;
-    outputs[0].shape[0] = rows;
-    outputs[0].shape[1] = n->arch.classes;
-    outputs[0].data = logits;
-    outputs[0].nbytes = bytes;
     return TD_OK;
 }
 

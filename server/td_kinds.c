@@ -1,6 +1,8 @@
 /* td_kinds: the table of servable kinds. Adding a kind is one line here. */
 #include "config.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "td_kind_bnn.h"
@@ -38,4 +40,24 @@ int td_io_pair_outputs(const void *impl, const td_tensor_spec **specs)
 {
     *specs = &((const td_io_pair *)impl)->out;
     return 1;
+}
+
+float *td_logits_alloc(td_tensor *out, int64_t rows, int64_t classes,
+                       td_error *err)
+{
+    size_t bytes = (size_t)rows * (size_t)classes * sizeof(float);
+    float *data = malloc(bytes ? bytes : 1);
+    if (!data) {
+        td_error_set(err, TD_ENOMEM, "out of memory for %lld rows of logits",
+                     (long long)rows);
+        return NULL;
+    }
+    snprintf(out->name, sizeof out->name, "logits");
+    out->dtype = TD_DT_F32;
+    out->ndim = 2;
+    out->shape[0] = rows;
+    out->shape[1] = classes;
+    out->data = data;
+    out->nbytes = bytes;
+    return data;
 }

@@ -57,6 +57,12 @@ typedef struct td_io_pair {
 int td_io_pair_inputs(const void *impl, const td_tensor_spec **specs);
 int td_io_pair_outputs(const void *impl, const td_tensor_spec **specs);
 
+/* Classifiers answer logits: make outputs[0] an FP32 (rows, classes)
+ * tensor named "logits" and return its data (malloc'd, owned by the
+ * tensor), or NULL with err set. On a later failure the kind frees it. */
+float *td_logits_alloc(td_tensor *out, int64_t rows, int64_t classes,
+                       td_error *err);
+
 typedef struct td_servable_kind {
     const char *kind;     /* the metadata "kind" value */
     const char *platform; /* OIP model metadata "platform" */
