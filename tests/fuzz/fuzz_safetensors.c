@@ -12,15 +12,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "fuzz_guard.h"
 #include "td_safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(c)                                                            \
-    do {                                                                    \
-        if (!(c))                                                           \
-            __builtin_trap();                                               \
-    } while (0)
 
 static void same_contents(const td_st_file *a, const td_st_file *b)
 {
@@ -40,31 +36,6 @@ static void same_contents(const td_st_file *a, const td_st_file *b)
     }
 }
 
-/* jansson is a system library without ASan instrumentation, so its reads
- * past the end of the input would go unnoticed in a heap buffer. Each input
- * is therefore copied to end exactly at a PROT_NONE page: any over-read,
- * instrumented or not, faults. The region is reused between inputs. */
-static unsigned char *guarded_copy(const uint8_t *data, size_t size)
-{
-    static unsigned char *region;
-    static size_t cap; /* usable bytes before the guard page */
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    if (!region || size > cap) {
-        size_t want = size ? (size + page - 1) / page * page : page;
-        void *p;
-        if (region)
-            munmap(region, cap + page);
-        p = mmap(NULL, want + page, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        CHECK(p != MAP_FAILED);
-        CHECK(mprotect((unsigned char *)p + want, page, PROT_NONE) == 0);
-        region = p;
-        cap = want;
-    }
-    if (size)
-        memcpy(region + cap - size, data, size);
-    return region + cap - size;
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -75,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t out_len, i, covered = 0;
     volatile unsigned sink = 0;
 
-    data = guarded_copy(data, size);
+    data = fuzz_guarded_copy(data, size);
     if (td_st_parse(&f, data, size, &err) != TD_OK) {
         CHECK(memchr(err.msg, '\0', sizeof err.msg) && err.msg[0]);
         CHECK(f.tensors == NULL && f.strings == NULL && f.meta == NULL);

@@ -15,41 +15,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "fuzz_guard.h"
 #include "td_arena.h"
 #include "td_image.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(c)                                                            \
-    do {                                                                    \
-        if (!(c))                                                           \
-            __builtin_trap();                                               \
-    } while (0)
 
-/* libjpeg and libpng are system libraries without ASan instrumentation, so
- * their reads past the input would go unnoticed in a heap buffer: each
- * input is copied to end exactly at a PROT_NONE page instead. */
-static const uint8_t *fuzz_guarded_copy(const uint8_t *data, size_t size)
-{
-    static unsigned char *region;
-    static size_t cap;
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    if (!region || size > cap) {
-        size_t want = size ? (size + page - 1) / page * page : page;
-        void *p;
-        if (region)
-            munmap(region, cap + page);
-        p = mmap(NULL, want + page, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        CHECK(p != MAP_FAILED);
-        CHECK(mprotect((unsigned char *)p + want, page, PROT_NONE) == 0);
-        region = p;
-        cap = want;
-    }
-    if (size)
-        memcpy(region + cap - size, data, size);
-    return region + cap - size;
-}
 
 static int fuzz_image_one(const uint8_t *data, size_t size)
 {

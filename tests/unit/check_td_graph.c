@@ -13,6 +13,7 @@
 #include "td_dijkstra.h"
 #include "td_graph.h"
 #include "td_graph_io.h"
+#include "td_test_roads.h"
 
 /* Parse text with an explicit format and build an undirected graph. */
 static td_status parse_build(const char *text, td_graph_format f,
@@ -307,21 +308,6 @@ START_TEST(test_dijkstra_matches_floyd_warshall)
     td_graph_free(&g);
 }
 END_TEST
-
-static const char *roads_dir(char *buf, size_t len)
-{
-    const char *env = getenv("TD_ROADS_DIR"), *src = getenv("TD_SRCDIR");
-    if (env)
-        return env;
-    if (src) {
-        snprintf(buf, len, "%s/../../shared/data/roads/rome99.gr", src);
-        if (access(buf, R_OK) == 0) {
-            snprintf(buf, len, "%s/../../shared/data/roads", src);
-            return buf;
-        }
-    }
-    return "/work/shared/data/roads";
-}
 
 START_TEST(test_rome99_counts_and_published_distance)
 {

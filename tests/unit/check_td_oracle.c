@@ -18,6 +18,7 @@
 #include "td_graph_io.h"
 #include "td_oracle.h"
 #include "td_safetensors.h"
+#include "td_test_roads.h"
 
 static uint64_t rng_state;
 
@@ -671,21 +672,6 @@ START_TEST(test_tiny_graphs)
     rmdir(dir);
 }
 END_TEST
-
-static const char *roads_dir(char *buf, size_t len)
-{
-    const char *env = getenv("TD_ROADS_DIR"), *src = getenv("TD_SRCDIR");
-    if (env)
-        return env;
-    if (src) {
-        snprintf(buf, len, "%s/../../shared/data/roads/rome99.gr", src);
-        if (access(buf, R_OK) == 0) {
-            snprintf(buf, len, "%s/../../shared/data/roads", src);
-            return buf;
-        }
-    }
-    return "/work/shared/data/roads";
-}
 
 START_TEST(test_rome99_stretch)
 {
