@@ -50,6 +50,11 @@ def per_run(rep):
         "cpu": statistics.median(e["train_cpu_seconds"] for e in active),
         "sec_all": statistics.median(e["seconds"] for e in eps),
         "sharp": eps[-1].get("sharpness", float("nan")),
+        "sharp_active": statistics.mean(
+            e.get("sharpness", float("nan")) for e in active),
+        "gnorm": eps[-1].get("sharpness_grad_norm", float("nan")),
+        "sloss": eps[-1].get("sharpness_loss", float("nan")),
+        "rho": cfg.get("sharpness_rho", float("nan")),
         "curve": [e.get("sharpness", float("nan")) for e in eps],
         "acc_curve": [100 * e["test_accuracy"] for e in eps],
     }
@@ -83,6 +88,24 @@ def table_opt(runs, arms, base="sgd"):
     return res
 
 
+def table_sharp(res, arms):
+    """The parts of the final R: L, |g| and R / (rho |g|) (1 to first
+    order; above 1 means the loss curves upwards along g)."""
+    print("| arm | mean R, epochs > E_start | final train loss L | final ‖g‖ "
+          "| final R / (ρ‖g‖) |")
+    print("|---|---|---|---|---|")
+    for a in arms:
+        if a not in res:
+            continue
+        v = res[a].values()
+        ra = mean_std([x["sharp_active"] for x in v])
+        sl = mean_std([x["sloss"] for x in v])
+        gn = mean_std([x["gnorm"] for x in v])
+        q = mean_std([x["sharp"] / (x["rho"] * x["gnorm"]) for x in v])
+        print("| %s | %.4f ± %.4f | %.4f ± %.4f | %.3f ± %.3f | %.2f ± %.2f |"
+              % (a, ra[0], ra[1], sl[0], sl[1], gn[0], gn[1], q[0], q[1]))
+
+
 def table_curve(res, arms, key, fmt):
     n = max(len(next(iter(res[a].values()))[key]) for a in arms if a in res)
     print("| epoch | " + " | ".join(a for a in arms if a in res) + " |")
@@ -105,6 +128,8 @@ def main():
     opts = ["sgd", "saf", "sam", "mesa"]
     print("## (a) optimisers\n")
     res = table_opt(runs, opts)
+    print("\nWhat the final sharpness is made of (mean ± std over seeds):\n")
+    table_sharp(res, opts)
     print("\nSharpness R after each epoch (mean over seeds):\n")
     table_curve(res, opts, "curve", "%.4f")
     print("\nTest accuracy % after each epoch (mean over seeds):\n")
