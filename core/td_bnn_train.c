@@ -300,6 +300,9 @@ double td_bnt_mst_reg(float *dw, const float *w, const int32_t *parent,
             float d;
             if (p < 0)
                 continue;
+            /* only where the bits differ: those are the child's cost */
+            if ((row[c] < 0) == (row[p] < 0))
+                continue;
             d = row[c] - row[p];
             r += (double)d * d;
             if (drow)

@@ -21,9 +21,13 @@
  * MST regulariser (our formulation; the paper's could not be read, see
  * docs/BNN.md): for each binary layer the min-depth MST over the Hamming
  * distances of sign(W) rows (td_mst_build) gives each channel a parent;
- * R = lambda * sum_layers sum_children ||W_child - sg(W_parent)||^2 on the
- * latent weights, the parent held constant (a pull of each child toward
- * its parent). The trees are recomputed by td_bnt_refresh_trees, once per
+ *   R = lambda * sum_layers sum_children sum_{k: sign W_ck != sign W_pk}
+ *       (W_ck - sg(W_pk))^2
+ * on the latent weights: a pull of each child toward its parent on exactly
+ * the positions that cost bit-ops (d = the number of such k), the parent
+ * held constant. (The unmasked ||W_c - W_p||^2 also pulls weights whose
+ * bits already agree; on a short test it lost more accuracy for the same
+ * bit-ops.) The trees are recomputed by td_bnt_refresh_trees, once per
  * epoch by the trainer.
  *
  * Parameters live in one slab of n_params floats, BatchNorm running
@@ -143,8 +147,9 @@ void td_bnt_binarize(float *weff, float *alpha, const float *w, int kk,
 void td_bnt_binarize_backward(float *dw, const float *dweff, const float *w,
                               int kk, int cout);
 /* Regulariser of one layer: w (kk, cout), parent (cout). Returns
- * lambda * sum_{c: parent>=0} ||w_c - w_parent||^2 (in double) and, when
- * dw is non-NULL, ADDS 2 lambda (w_c - w_parent) to dw's child columns. */
+ * lambda * sum over children c and rows k where sign(w_kc) differs from
+ * sign(w_k,parent) of (w_kc - w_k,parent)^2 (in double) and, when dw is
+ * non-NULL, ADDS 2 lambda (w_kc - w_k,parent) there to dw. */
 double td_bnt_mst_reg(float *dw, const float *w, const int32_t *parent,
                       int kk, int cout, float lambda);
 
