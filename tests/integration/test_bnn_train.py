@@ -91,8 +91,8 @@ def _():
         tdtest.TAP.skip("dataset-fashion-mnist not installed")
     check(os.access(TRAIN, os.X_OK), "%s is not built" % TRAIN)
     subprocess.run([TRAIN, "--arch-json", json.dumps(ARCH), "--epochs", "3",
-                    "--bnn-step1", "1", "--mst-lambda", "0.01",
-                    "--batch", "64", "--train-limit", "2048",
+                    "--bnn-step1", "1", "--mst-lambda", "0.001",
+                    "--batch", "32", "--lr", "5e-3", "--train-limit", "2048",
                     "--test-limit", str(N), "--threads", "1",
                     "--opt", "saf", "--saf-minus", "1", "--saf-start", "1",
                     "--quiet", "--out", model],
