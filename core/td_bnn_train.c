@@ -312,6 +312,42 @@ double td_bnt_mst_reg(float *dw, const float *w, const int32_t *parent,
     return lambda * r;
 }
 
+double td_bnt_mst_reg_words(float *dw, const float *w, const int32_t *parent,
+                            int taps, int cin, int cout, float lambda)
+{
+    double r = 0;
+    for (int c = 0; c < cout; c++) {
+        int p = parent[c];
+        if (p < 0)
+            continue;
+        for (int t = 0; t < taps; t++)
+            for (int c0 = 0; c0 < cin; c0 += 64) {
+                int c1 = c0 + 64 < cin ? c0 + 64 : cin;
+                double ss = 0, norm;
+                for (int ci = c0; ci < c1; ci++) {
+                    const float *row = w + ((size_t)t * cin + ci) * cout;
+                    if ((row[c] < 0) != (row[p] < 0)) {
+                        double d = (double)row[c] - row[p];
+                        ss += d * d;
+                    }
+                }
+                if (ss == 0)
+                    continue;
+                norm = sqrt(ss);
+                r += norm;
+                if (!dw)
+                    continue;
+                for (int ci = c0; ci < c1; ci++) {
+                    size_t at = ((size_t)t * cin + ci) * cout;
+                    if ((w[at + c] < 0) != (w[at + p] < 0))
+                        dw[at + c] +=
+                            (float)(lambda * (w[at + c] - w[at + p]) / norm);
+                }
+            }
+    }
+    return lambda * r;
+}
+
 /* ------------------------------------------------------------ forward */
 
 static void bn_fwd(const float *P, const float *S, const td_bnt_bn *bn,
@@ -482,16 +518,21 @@ td_status td_bnt_refresh_trees(td_bnt_model *m, const float *params,
 }
 
 double td_bnt_reg(const td_bnt_model *m, const float *params, float *grad,
-                  float lambda)
+                  float lambda, int words)
 {
     double r = 0;
     if (!m->trees_valid || lambda == 0)
         return 0;
     for (int i = 0; i < m->arch.n_blocks; i++) {
         const td_bnt_layer *l = &m->blocks[i];
-        r += td_bnt_mst_reg(grad ? grad + l->w : NULL, params + l->w,
-                            m->parent[i], l->k * l->k * l->cin, l->cout,
-                            lambda);
+        if (words)
+            r += td_bnt_mst_reg_words(grad ? grad + l->w : NULL,
+                                      params + l->w, m->parent[i],
+                                      l->k * l->k, l->cin, l->cout, lambda);
+        else
+            r += td_bnt_mst_reg(grad ? grad + l->w : NULL, params + l->w,
+                                m->parent[i], l->k * l->k * l->cin, l->cout,
+                                lambda);
     }
     return r;
 }

@@ -153,15 +153,25 @@ void td_bnt_binarize_backward(float *dw, const float *dweff, const float *w,
 double td_bnt_mst_reg(float *dw, const float *w, const int32_t *parent,
                       int kk, int cout, float lambda);
 
+/* The word-group variant (--mst-words): the CPU plan's cost is the
+ * 64-bit words where child and parent differ, so the pull is a group
+ * lasso over each (child, tap, 64-channel word): lambda * sum of
+ * sqrt(sum over that word's differing positions of (w_kc - w_kp)^2).
+ * w: (taps*cin, cout) rows (tap, ci). Returns R; ADDS its gradient
+ * lambda (w_kc - w_kp) / norm to dw (when non-NULL). */
+double td_bnt_mst_reg_words(float *dw, const float *w, const int32_t *parent,
+                            int taps, int cin, int cout, float lambda);
+
 /* Rebuild every block's tree from sign(params) (td_mst_build over packed
  * rows) into m->parent; stats (may be NULL) gets the per-layer depth and
  * distance (n_blocks entries). */
 td_status td_bnt_refresh_trees(td_bnt_model *m, const float *params,
                                td_mst_stats *stats, td_error *err);
-/* The regulariser over all blocks at params; ADDS its gradient to grad
- * (may be NULL). Needs refreshed trees (returns 0 otherwise). */
+/* The regulariser over all blocks at params (words: the word-group
+ * variant); ADDS its gradient to grad (may be NULL). Needs refreshed trees
+ * (returns 0 otherwise). */
 double td_bnt_reg(const td_bnt_model *m, const float *params, float *grad,
-                  float lambda);
+                  float lambda, int words);
 
 /* Fill a td_bnn_latent (KKIO) pointing into params/stats, for
  * td_bnn_export / td_bnn_from_latent. labels may be NULL. */

@@ -73,6 +73,7 @@ typedef struct config {
     char arch_json[4096]; /* JSON text, or empty for the preset */
     int bnn_step1;        /* epochs of ReActNet step 1; -1: epochs / 3 */
     double mst_lambda;
+    int mst_words;        /* the word-group variant of the regulariser */
     char init[PATH_LEN];  /* checkpoint whose weights start the run */
     int base_given, out_given;
 } config;
@@ -219,7 +220,9 @@ static int apply(config *c, const char *key, const char *v, td_error *err)
                          v);
             return -1;
         }
-    } else if (!strcmp(key, "init"))
+    } else if (!strcmp(key, "mst-words"))
+        bad = parse_int(v, 0, 1, &c->mst_words);
+    else if (!strcmp(key, "init"))
         bad = copy_str(c->init, sizeof c->init, v);
     else if (!strcmp(key, "r"))
         bad = parse_num(v, 0.01, 4, &c->r);
@@ -662,7 +665,8 @@ static void train_step(trainer *tr, double *loss, double *kl, int *correct)
         td_sam_restore(tr->P, tr->sam_e, tr->np);
     }
     if (tr->bnn && c->mst_lambda > 0) /* pull children toward parents */
-        tr->reg_sum += td_bnt_reg(&tr->bm, tr->P, g, (float)c->mst_lambda);
+        tr->reg_sum += td_bnt_reg(&tr->bm, tr->P, g, (float)c->mst_lambda,
+                                  c->mst_words);
     apply_update(tr, g);
     if (mesa) {
         td_ema_update(tr->ema_p, tr->P, tr->np, (float)c->mesa_decay);
@@ -843,6 +847,7 @@ static json_t *config_json(const trainer *tr)
         free(aj);
         json_object_set_new(o, "bnn_step1", json_integer(c->bnn_step1));
         json_object_set_new(o, "mst_lambda", json_real(c->mst_lambda));
+        json_object_set_new(o, "mst_words", json_integer(c->mst_words));
         json_object_set_new(o, "init", json_string(c->init));
     }
     return o;
@@ -872,10 +877,11 @@ static void fingerprint(const trainer *tr, char *buf, size_t len)
     if (tr->bnn) {
         char *aj = td_bnn_arch_json(&tr->bm.arch);
         snprintf(buf, len,
-                 "bnn=%s step1=%d mst_lambda=%.10g opt=%s base=%s epochs=%d "
+                 "bnn=%s step1=%d mst_lambda=%.10g/%d opt=%s base=%s epochs=%d "
                  "batch=%d threads=%d lr=%.10g wd=%.10g seed=%llu n=%d "
                  "init=%s",
-                 aj ? aj : "?", c->bnn_step1, c->mst_lambda, c->opt, c->base,
+                 aj ? aj : "?", c->bnn_step1, c->mst_lambda, c->mst_words,
+                 c->opt, c->base,
                  c->epochs, c->batch, c->threads, c->lr, c->wd,
                  (unsigned long long)c->seed, tr->train.n, c->init);
         free(aj);
@@ -1181,7 +1187,7 @@ static void usage(FILE *f)
             "--saf-start 5 --mesa-decay 0.9998\n"
             "SAM:      --rho 0.05\n"
             "binary:   --bnn-step1 EPOCHS (real weights first; default "
-            "epochs/3) --mst-lambda X (>= 0)\n"
+            "epochs/3) --mst-lambda X (>= 0) --mst-words 0|1\n"
             "          --init CHECKPOINT (start from a binary run's "
             "weights)\n"
             "data:     --data DIR (IDX files) --pad 2 --flip 0|1 "

@@ -305,6 +305,50 @@ START_TEST(test_mst_reg_grad)
 }
 END_TEST
 
+START_TEST(test_mst_reg_words_grad)
+{
+    /* 2 taps x 70 channels: words of 64 and 6 channels */
+    int taps = 2, cin = 70, co = 4, kk = taps * cin;
+    int32_t parent[4] = {-1, 0, 0, 2};
+    size_t nw = (size_t)kk * co;
+    float *w = randv(nw, 1.5f), *dw = zerov(nw), lambda = 0.21f;
+    double r = td_bnt_mst_reg_words(dw, w, parent, taps, cin, co, lambda);
+    double direct = 0;
+    size_t checked = 0;
+    for (int c = 1; c < co; c++)
+        for (int t = 0; t < taps; t++)
+            for (int c0 = 0; c0 < cin; c0 += 64) {
+                double ss = 0;
+                for (int ci = c0; ci < cin && ci < c0 + 64; ci++) {
+                    size_t at = ((size_t)t * cin + ci) * co;
+                    if ((w[at + c] < 0) != (w[at + parent[c]] < 0))
+                        ss += pow(w[at + c] - w[at + parent[c]], 2);
+                }
+                direct += sqrt(ss);
+            }
+    ck_assert_double_eq_tol(r, lambda * direct, 1e-4);
+    for (size_t i = 0; i < nw; i++) {
+        int c = (int)(i % (size_t)co);
+        float keep = w[i];
+        int32_t solo[4] = {-1, -1, -1, -1};
+        double lp, lm;
+        if (fabsf(keep) < 2 * H)
+            continue;
+        solo[c] = parent[c];
+        w[i] = keep + H;
+        lp = td_bnt_mst_reg_words(NULL, w, solo, taps, cin, co, lambda);
+        w[i] = keep - H;
+        lm = td_bnt_mst_reg_words(NULL, w, solo, taps, cin, co, lambda);
+        w[i] = keep;
+        expect_close(dw[i], (lp - lm) / (2 * H), "mst word reg dW", i);
+        checked++;
+    }
+    ck_assert_uint_gt(checked, nw / 2);
+    free(w);
+    free(dw);
+}
+END_TEST
+
 /* ------------------------------------------------------------ train/export */
 
 static const char *TINY_ARCH =
@@ -353,7 +397,7 @@ START_TEST(test_train_export_matches)
         last = l;
         memset(ws.grad, 0, m.n_params * sizeof(float));
         td_bnt_backward(&m, &ws, m.params, dlog);
-        td_bnt_reg(&m, m.params, ws.grad, 1e-3f);
+        td_bnt_reg(&m, m.params, ws.grad, 1e-3f, s % 2);
         td_bnt_update_running(&m, m.stats, list, 1, 0.3f);
         td_adamw_step(&o, m.params, ws.grad, mom, vel, m.decay, m.n_params,
                       s + 1);
@@ -706,6 +750,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_sign_ste_grad);
     tcase_add_test(tc, test_binary_conv_grad);
     tcase_add_test(tc, test_mst_reg_grad);
+    tcase_add_test(tc, test_mst_reg_words_grad);
     tcase_add_test(tc, test_train_export_matches);
     tcase_add_test(tc, test_bad_arch_refused);
     tcase_add_test(tc, test_cli_end_to_end);
