@@ -1521,6 +1521,11 @@ static int train_main(config *c)
         eval_x[t] = tr->w[t].x;
     }
 
+    /* TD_TRAIN_FAULT_NAN_EPOCH=N makes the loss of epoch N not finite, so
+     * tests can check that a divergence late in a run keeps the last good
+     * checkpoint (a real divergence cannot be placed on demand). */
+    const char *fault = getenv("TD_TRAIN_FAULT_NAN_EPOCH");
+    int nan_at_epoch = fault ? atoi(fault) : 0;
     for (tr->epoch = start_epoch; tr->epoch < c->epochs; tr->epoch++) {
         uint64_t s = td_rng_mix(c->seed, (uint64_t)tr->epoch + 1, 0x5417);
         double t0 = now_s(), c0 = cpu_s(), loss_sum = 0, kl_sum = 0;
@@ -1550,6 +1555,8 @@ static int train_main(config *c)
             memcpy(tr->batch_idx, tr->order + b * c->batch,
                    (size_t)c->batch * sizeof(int));
             train_step(tr, &loss, &kl, &cor);
+            if (nan_at_epoch == tr->epoch + 1)
+                loss = NAN; /* fault injection, see docs/TRAINING.md */
             if (!isfinite(loss) || !isfinite(kl)) {
                 if (tty)
                     fputc('\n', stderr);
