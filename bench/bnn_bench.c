@@ -17,9 +17,14 @@
  * Part 3, the whole Fashion-MNIST family network (docs/BNN.md): dense,
  * plan, fp32 of the same shape, one image.
  *
+ * Part 4 (--model FILE...): trained model files, at batch 1 and 16: the
+ * dense binary layers, the MST plan, and the fp32 network of the same
+ * shape (batched: one sgemm per layer over all images), per call.
+ *
  * Medians of CPU time of the calling thread (the machine is shared; wall
  * time is printed too).
- * Usage: bnn_bench [seconds per figure, 0.2] [net: part 3 only] */
+ * Usage: bnn_bench [seconds per figure, 0.2] [net: part 3 only]
+ *        bnn_bench [seconds] --model FILE... (part 4 only) */
 #include "config.h"
 
 #include <math.h>
@@ -336,7 +341,7 @@ typedef struct net_ctx {
     td_bnn_model *m;
     td_arena ar;
     float *in, *logits;
-    int use_plan;
+    int use_plan, n;
     /* fp32 twin */
     float *wts[TD_BNN_MAX_BLOCKS], *act[2], *cols;
 } net_ctx;
@@ -344,7 +349,7 @@ typedef struct net_ctx {
 static void run_net(void *p)
 {
     net_ctx *c = p;
-    td_bnn_forward(c->m, c->use_plan, &c->ar, c->in, 1, c->logits, NULL);
+    td_bnn_forward(c->m, c->use_plan, &c->ar, c->in, c->n, c->logits, NULL);
 }
 
 /* The same network in fp32: stem, each block as im2col + sgemm with a
@@ -376,21 +381,31 @@ static void run_fp32_net(void *p)
     const td_bnn_model *m = c->m;
     const td_bnn_arch *a = &m->arch;
     float *x = c->act[0], *y = c->act[1], pooled[4096], logits[1024];
-    int h = m->stem_h, w = m->stem_w, cin = a->stem.cout;
-    /* the stem as the real network has it (the same code path) */
-    im2col_s(c->in, a->in_h, a->in_w, 1, a->stem.k, a->stem.stride,
-             a->stem.pad, c->cols, h, w);
-    td_sgemm(h * w, cin, a->stem.k * a->stem.k, c->cols,
+    int h = m->stem_h, w = m->stem_w, cin = a->stem.cout, n = c->n;
+    size_t in_px = (size_t)a->in_h * (size_t)a->in_w;
+    /* the stem as the real network has it (the same code path); a batch
+     * is one sgemm per layer over the stacked windows of all images */
+    for (int i = 0; i < n; i++)
+        im2col_s(c->in + (size_t)i * in_px, a->in_h, a->in_w, 1, a->stem.k,
+                 a->stem.stride, a->stem.pad,
+                 c->cols + (size_t)i * (size_t)(h * w) *
+                               (size_t)(a->stem.k * a->stem.k),
+                 h, w);
+    td_sgemm(n * h * w, cin, a->stem.k * a->stem.k, c->cols,
              a->stem.k * a->stem.k, c->wts[TD_BNN_MAX_BLOCKS - 1], cin, 0.0f,
              x, cin);
     for (int i = 0; i < a->n_blocks; i++) {
         const td_bnn_block *b = &m->blocks[i];
         int kk = b->spec.k * b->spec.k * cin, co = b->spec.cout;
-        im2col_s(x, h, w, cin, b->spec.k, b->spec.stride, b->spec.pad,
-                 c->cols, b->h_out, b->w_out);
-        td_sgemm(b->h_out * b->w_out, co, kk, c->cols, kk, c->wts[i], co,
+        size_t po = (size_t)b->h_out * (size_t)b->w_out;
+        for (int j = 0; j < n; j++)
+            im2col_s(x + (size_t)j * (size_t)(h * w) * (size_t)cin, h, w,
+                     cin, b->spec.k, b->spec.stride, b->spec.pad,
+                     c->cols + (size_t)j * po * (size_t)kk, b->h_out,
+                     b->w_out);
+        td_sgemm(n * b->h_out * b->w_out, co, kk, c->cols, kk, c->wts[i], co,
                  0.0f, y, co);
-        for (size_t q = 0; q < (size_t)b->h_out * (size_t)b->w_out; q++)
+        for (size_t q = 0; q < (size_t)n * po; q++)
             for (int o = 0; o < co; o++) {
                 float v = b->scale[o] * y[q * (size_t)co + (size_t)o] +
                           b->bias[o];
@@ -404,32 +419,34 @@ static void run_fp32_net(void *p)
         x = y;
         y = t;
     }
-    td_k_avgpool(x, 1, h * w, cin, pooled);
-    for (int j = 0; j < a->classes; j++)
-        logits[j] = m->fc_b[j] + td_k_dot(m->fc_w + (size_t)j * (size_t)cin,
-                                          pooled, cin);
-    c->logits[0] = logits[0];
+    for (int j = 0; j < n; j++) {
+        td_k_avgpool(x + (size_t)j * (size_t)(h * w) * (size_t)cin, 1, h * w,
+                     cin, pooled);
+        for (int q = 0; q < a->classes; q++)
+            logits[q] = m->fc_b[q] +
+                        td_k_dot(m->fc_w + (size_t)q * (size_t)cin, pooled,
+                                 cin);
+        c->logits[j] = logits[0];
+    }
 }
 
-static void bench_net(const char *arch_json, int flip, const char *label)
+/* Times of model m at batch n: dense (the faster dense kernel), plan,
+ * fp32 of the same shape. Prints one block; returns nothing. */
+static void net_measure(td_bnn_model *m, const char *label, int n,
+                        int table)
 {
-    td_bnn_arch arch;
-    bnn_random r;
     net_ctx c;
-    td_error err;
+    const td_bnn_arch arch = m->arch;
     double dc, dw, pc, pw, fc, fw;
-    size_t maxact = 0, maxcols = 0;
+    size_t maxact = 0, maxcols = 0, in_n;
     memset(&c, 0, sizeof c);
-    if (td_bnn_arch_parse(arch_json, &arch, &err) != TD_OK ||
-        bnn_random_latent(&r, &arch, 7, flip) ||
-        td_bnn_from_latent(&c.m, &r.lat, &err) != TD_OK) {
-        fprintf(stderr, "bnn_bench: %s\n", err.msg);
-        exit(1);
-    }
+    c.m = m;
+    c.n = n;
+    in_n = (size_t)n * (size_t)arch.in_h * (size_t)arch.in_w;
     td_arena_init(&c.ar, td_bnn_scratch_bytes(c.m), NULL);
-    c.in = malloc(784 * 4);
-    c.logits = malloc((size_t)arch.classes * 4);
-    for (int i = 0; i < 784; i++)
+    c.in = malloc(in_n * 4);
+    c.logits = malloc((size_t)n * (size_t)arch.classes * 4);
+    for (size_t i = 0; i < in_n; i++)
         c.in[i] = frand() * 2;
     {
         int cin = arch.stem.cout;
@@ -454,9 +471,9 @@ static void bench_net(const char *arch_json, int flip, const char *label)
             cin = b->spec.cout;
         }
     }
-    c.act[0] = malloc(maxact * 4);
-    c.act[1] = malloc(maxact * 4);
-    c.cols = malloc(maxcols * 4);
+    c.act[0] = malloc(maxact * 4 * (size_t)n);
+    c.act[1] = malloc(maxact * 4 * (size_t)n);
+    c.cols = malloc(maxcols * 4 * (size_t)n);
     double xc, xw;
     c.use_plan = 0;
     measure(run_net, &c, &dc, &dw);
@@ -465,11 +482,23 @@ static void bench_net(const char *arch_json, int flip, const char *label)
     c.use_plan = TD_BCONV_PLAN;
     measure(run_net, &c, &pc, &pw);
     measure(run_fp32_net, &c, &fc, &fw);
-    printf("%-22s dense kernels: 8-pixel %.4f ms, 8-channel %.4f ms\n", "",
-           dc, xc);
+    if (!table)
+        printf("%-22s dense kernels: 8-pixel %.4f ms, 8-channel %.4f ms\n",
+               "", dc, xc);
     if (xc < dc) { /* the dense baseline is the faster dense kernel */
         dc = xc;
         dw = xw;
+    }
+    if (table) {
+        int64_t words = 0;
+        for (int i = 0; i < arch.n_blocks; i++)
+            words += (int64_t)m->blocks[i].spec.cout * m->blocks[i].plan.kw;
+        printf("%-34s %5d %7.2fx %6lld/%-6lld %9.4f %9.4f %9.4f %7.2fx "
+               "%6.1fx %6.1fx  (wall %.4f %.4f %.4f)\n",
+               label, n, m->total.bitops_ratio,
+               (long long)m->total.mask_words, (long long)words, dc, pc, fc,
+               dc / pc, fc / dc, fc / pc, dw, pw, fw);
+        goto done;
     }
     printf("%-22s bitops/img dense %lld mst %lld (%.2fx)\n", label,
            (long long)c.m->total.bitops_dense,
@@ -478,12 +507,52 @@ static void bench_net(const char *arch_json, int flip, const char *label)
            "speed-up %.2fx  fp32/dense %.1fx  fp32/plan %.1fx  "
            "(wall %.4f %.4f %.4f)\n",
            dc, pc, fc, dc / pc, fc / dc, fc / pc, dw, pw, fw);
+done:
     for (int i = 0; i < TD_BNN_MAX_BLOCKS; i++)
         free(c.wts[i]);
     free(c.act[0]); free(c.act[1]); free(c.cols); free(c.in); free(c.logits);
     td_arena_free(&c.ar);
-    td_bnn_free(c.m);
+}
+
+static void bench_net(const char *arch_json, int flip, const char *label)
+{
+    td_bnn_arch arch;
+    bnn_random r;
+    td_bnn_model *m = NULL;
+    td_error err;
+    if (td_bnn_arch_parse(arch_json, &arch, &err) != TD_OK ||
+        bnn_random_latent(&r, &arch, 7, flip) ||
+        td_bnn_from_latent(&m, &r.lat, &err) != TD_OK) {
+        fprintf(stderr, "bnn_bench: %s\n", err.msg);
+        exit(1);
+    }
+    net_measure(m, label, 1, 0);
+    td_bnn_free(m);
     bnn_random_free(&r);
+}
+
+/* Part 4: trained model files at batch 1 and 16. */
+static int bench_files(int nfiles, char **files)
+{
+    printf("Part 4: model files; mask words = nonzero words the plan's "
+           "children touch / dense Cout*kw, per pixel summed over layers\n");
+    printf("%-34s %5s %8s %13s %9s %9s %9s %8s %7s %7s\n", "model",
+           "batch", "bitops", "mask words", "dense_ms", "plan_ms", "fp32_ms",
+           "d/plan", "f/d", "f/plan");
+    for (int i = 0; i < nfiles; i++) {
+        td_bnn_model *m = NULL;
+        td_error err;
+        const char *base = strrchr(files[i], '/');
+        if (td_bnn_open(&m, files[i], &err) != TD_OK) {
+            fprintf(stderr, "bnn_bench: %s: %s\n", files[i], err.msg);
+            return 1;
+        }
+        base = base ? base + 1 : files[i];
+        net_measure(m, base, 1, 1);
+        net_measure(m, base, 16, 1);
+        td_bnn_free(m);
+    }
+    return 0;
 }
 
 #define FMNIST_ARCH                                                         \
@@ -509,6 +578,12 @@ int main(int argc, char **argv)
     if (argc > 1)
         secs = atof(argv[1]);
     td_blas_set_threads(1);
+    if (argc > 3 && !strcmp(argv[2], "--model")) {
+        printf("bnn_bench: one thread, medians of CPU ms per call (a call "
+               "is `batch` images); popcnt %s\n",
+               td_bp_has_popcnt() ? "yes" : "no");
+        return bench_files(argc - 3, argv + 3);
+    }
     printf("bnn_bench: one thread, medians of CPU ms per call; popcnt %s\n",
            td_bp_has_popcnt() ? "yes" : "no");
     printf("Part 1: one 3x3 layer (stride 1, pad 1), one image; flip = %% "

@@ -1,5 +1,8 @@
-/* tinyd-train: train a TinyNet on Fashion-MNIST (or MNIST) with SAF, MESA,
- * SAM or plain SGD/AdamW, and write the model file tinyd serves.
+/* tinyd-train: train a TinyNet or a binary network (--bnn, --preset
+ * bnn_fmnist, --arch-json; td_bnn_train.h) on Fashion-MNIST (or MNIST) with
+ * SAF, MESA, SAM or plain SGD/AdamW, and write the model file tinyd serves.
+ * `tinyd-train eval MODEL` measures either kind of file; `tinyd-train info
+ * MODEL` prints a binary model's MST statistics.
  *
  * One process, T worker threads (default 2): each step splits the batch
  * into T contiguous parts, every thread runs forward and backward on its
@@ -26,6 +29,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "td_arena.h"
+#include "td_bnn_model.h"
+#include "td_bnn_train.h"
 #include "td_file.h"
 #include "td_idx.h"
 #include "td_optim.h"
@@ -68,6 +74,14 @@ typedef struct config {
     int base_res;         /* resolution at r = 1 for --flops (224) */
     int sharp_n;          /* images for the per-epoch sharpness (0: off) */
     double sharp_rho;     /* its radius (SAF Fig. 4b: 0.05) */
+    /* binary networks */
+    int bnn;
+    char arch_json[4096]; /* JSON text, or empty for the preset */
+    int bnn_step1;        /* epochs of ReActNet step 1; -1: epochs / 3 */
+    double mst_lambda;
+    int mst_words;        /* the word-group variant of the regulariser */
+    char init[PATH_LEN];  /* checkpoint whose weights start the run */
+    int base_given, out_given;
 } config;
 
 static void config_defaults(config *c)
@@ -100,6 +114,30 @@ static void config_defaults(config *c)
     c->base_res = 224;
     c->sharp_n = 1024;
     c->sharp_rho = 0.05;
+    c->bnn_step1 = -1;
+}
+
+/* The binary presets: "bnn_fmnist" is the shape docs/BNN.md measures,
+ * "bnn_small" half its widths (what our CPU budget trains). */
+static const char *bnn_preset_json(const char *name)
+{
+    if (!strcmp(name, "bnn_fmnist"))
+        return "{\"in_ch\":1,\"in_h\":28,\"in_w\":28,"
+               "\"stem\":{\"cout\":32,\"k\":3,\"stride\":1,\"pad\":1},"
+               "\"blocks\":[{\"cout\":64,\"k\":3,\"stride\":2,\"pad\":1},"
+               "{\"cout\":64,\"k\":3,\"stride\":1,\"pad\":1},"
+               "{\"cout\":128,\"k\":3,\"stride\":2,\"pad\":1},"
+               "{\"cout\":128,\"k\":3,\"stride\":1,\"pad\":1}],"
+               "\"classes\":10}";
+    if (!strcmp(name, "bnn_small"))
+        return "{\"in_ch\":1,\"in_h\":28,\"in_w\":28,"
+               "\"stem\":{\"cout\":16,\"k\":3,\"stride\":1,\"pad\":1},"
+               "\"blocks\":[{\"cout\":32,\"k\":3,\"stride\":2,\"pad\":1},"
+               "{\"cout\":32,\"k\":3,\"stride\":1,\"pad\":1},"
+               "{\"cout\":64,\"k\":3,\"stride\":2,\"pad\":1},"
+               "{\"cout\":64,\"k\":3,\"stride\":1,\"pad\":1}],"
+               "\"classes\":10}";
+    return NULL;
 }
 
 static int parse_int(const char *v, int lo, int hi, int *out)
@@ -158,8 +196,44 @@ static int load_config_file(config *c, const char *path, td_error *err);
 static int apply(config *c, const char *key, const char *v, td_error *err)
 {
     int bad = 0;
-    if (!strcmp(key, "preset"))
+    if (!strcmp(key, "preset")) {
         bad = copy_str(c->preset, sizeof c->preset, v);
+        if (!bad && bnn_preset_json(v))
+            c->bnn = 1;
+    } else if (!strcmp(key, "bnn"))
+        bad = parse_int(v, 0, 1, &c->bnn);
+    else if (!strcmp(key, "arch-json")) {
+        /* inline JSON, or a file holding it */
+        if (v[0] == '{')
+            bad = copy_str(c->arch_json, sizeof c->arch_json, v);
+        else {
+            char *text;
+            size_t len;
+            if (td_file_read(v, sizeof c->arch_json - 1, &text, &len, err) !=
+                TD_OK) {
+                td_error_prefix(err, "--arch-json");
+                return -1;
+            }
+            bad = copy_str(c->arch_json, sizeof c->arch_json, text);
+            free(text);
+        }
+        if (!bad)
+            c->bnn = 1;
+    } else if (!strcmp(key, "bnn-step1"))
+        bad = parse_int(v, 0, 100000, &c->bnn_step1);
+    else if (!strcmp(key, "mst-lambda")) {
+        bad = parse_num(v, -1e30, 1e30, &c->mst_lambda);
+        if (!bad && c->mst_lambda < 0) {
+            td_error_set(err, TD_EINVAL,
+                         "--mst-lambda %s: must be >= 0 (0 turns the MST "
+                         "regulariser off)",
+                         v);
+            return -1;
+        }
+    } else if (!strcmp(key, "mst-words"))
+        bad = parse_int(v, 0, 1, &c->mst_words);
+    else if (!strcmp(key, "init"))
+        bad = copy_str(c->init, sizeof c->init, v);
     else if (!strcmp(key, "r"))
         bad = parse_num(v, 0.01, 4, &c->r);
     else if (!strcmp(key, "d"))
@@ -179,6 +253,7 @@ static int apply(config *c, const char *key, const char *v, td_error *err)
         bad = strcmp(v, "sgd") && strcmp(v, "adamw");
         if (!bad)
             copy_str(c->base, sizeof c->base, v);
+        c->base_given = 1;
     } else if (!strcmp(key, "epochs"))
         bad = parse_int(v, 1, 100000, &c->epochs);
     else if (!strcmp(key, "batch"))
@@ -203,9 +278,10 @@ static int apply(config *c, const char *key, const char *v, td_error *err)
         int s;
         bad = parse_int(v, 0, 2147483647, &s);
         c->seed = (uint64_t)s;
-    } else if (!strcmp(key, "out"))
+    } else if (!strcmp(key, "out")) {
         bad = copy_str(c->out, sizeof c->out, v);
-    else if (!strcmp(key, "report"))
+        c->out_given = 1;
+    } else if (!strcmp(key, "report"))
         bad = copy_str(c->report, sizeof c->report, v);
     else if (!strcmp(key, "checkpoint"))
         bad = copy_str(c->checkpoint, sizeof c->checkpoint, v);
@@ -324,6 +400,7 @@ typedef struct worker {
     trainer *tr;
     int t;
     td_tnt_ws ws;
+    td_bnt_ws bws;       /* the binary network's, with --bnn */
     float *x;            /* (part, res, res, 1) inputs of this step */
     float *dlogits;      /* (part, classes) */
     float *teacher;      /* (part, classes) MESA teacher logits */
@@ -339,6 +416,15 @@ struct trainer {
     config cfg;
     td_tn_arch arch;
     td_tnt_model m;
+    /* the network, whichever it is: P, S and decay point into m or bm */
+    int bnn, res, classes;
+    td_bnt_model bm;
+    float *P, *S;
+    uint8_t *decay;
+    size_t np, ns;
+    double reg_sum;      /* MST regulariser summed over this epoch's steps */
+    td_mst_stats last_total; /* of the last exported binary model */
+    double export_acc;   /* its test accuracy (td_bnn_forward, plan) */
     td_dataset train, test;
     float mean, std;
     int nt;
@@ -363,6 +449,31 @@ struct trainer {
     double phi;          /* compound scaling's phi under --flops */
 };
 
+/* ReActNet's step 2 (binary weights) from epoch bnn_step1 on. */
+static int bnn_binw(const trainer *tr)
+{
+    return tr->epoch >= tr->cfg.bnn_step1;
+}
+
+static void net_forward(trainer *tr, worker *w, const float *P,
+                        const float *S, int n, int train)
+{
+    if (tr->bnn)
+        td_bnt_forward(&tr->bm, &w->bws, P, S, w->x, n, train, bnn_binw(tr));
+    else
+        td_tnt_forward(&tr->m, &w->ws, P, S, w->x, n, train);
+}
+
+static float *net_logits(const trainer *tr, worker *w)
+{
+    return tr->bnn ? w->bws.logits : w->ws.logits;
+}
+
+static float *net_grad(const trainer *tr, worker *w)
+{
+    return tr->bnn ? w->bws.grad : w->ws.grad;
+}
+
 static int saf_slot(const trainer *tr, int epoch)
 {
     return epoch % (tr->cfg.saf_minus + 1);
@@ -372,7 +483,7 @@ static int saf_slot(const trainer *tr, int epoch)
 static void make_inputs(worker *w, int augment)
 {
     trainer *tr = w->tr;
-    int res = tr->m.res;
+    int res = tr->res;
     for (int i = w->i0; i < w->i1; i++) {
         int idx = tr->batch_idx[i], dx = 0, dy = 0, flip = 0;
         if (augment) {
@@ -393,8 +504,9 @@ static void *worker_pass(void *arg)
 {
     worker *w = arg;
     trainer *tr = w->tr;
-    int n = w->i1 - w->i0, k = tr->arch.classes;
+    int n = w->i1 - w->i0, k = tr->classes;
     float scale = 1.0f / (float)tr->cfg.batch;
+    float *logits = net_logits(tr, w);
     const uint8_t *labels = tr->train.labels;
     uint8_t *lab = w->lab;
     w->loss = w->kl = 0;
@@ -404,18 +516,18 @@ static void *worker_pass(void *arg)
     for (int i = 0; i < n; i++)
         lab[i] = labels[tr->batch_idx[w->i0 + i]];
     if (tr->pass_teacher) { /* MESA: EMA model, eval mode, no gradient */
-        td_tnt_forward(&tr->m, &w->ws, tr->ema_p, tr->ema_s, w->x, n, 0);
-        memcpy(w->teacher, w->ws.logits, (size_t)n * k * sizeof(float));
+        net_forward(tr, w, tr->ema_p, tr->ema_s, n, 0);
+        memcpy(w->teacher, logits, (size_t)n * k * sizeof(float));
     }
-    td_tnt_forward(&tr->m, &w->ws, tr->pass_params, tr->m.stats, w->x, n, 1);
-    w->loss = td_tl_xent(w->dlogits, w->ws.logits, lab, n, k,
+    net_forward(tr, w, tr->pass_params, tr->S, n, 1);
+    w->loss = td_tl_xent(w->dlogits, logits, lab, n, k,
                          (float)tr->cfg.smoothing, scale, &w->correct);
     if (tr->pass_record) { /* SAF: this epoch's logits, by dataset index */
         float *slot = tr->saf + (size_t)saf_slot(tr, tr->epoch) *
                                     tr->train.n * k;
         for (int i = 0; i < n; i++)
             memcpy(slot + (size_t)tr->batch_idx[w->i0 + i] * k,
-                   w->ws.logits + (size_t)i * k, (size_t)k * sizeof(float));
+                   logits + (size_t)i * k, (size_t)k * sizeof(float));
     }
     if (tr->pass_kl) {
         const float *target = w->teacher;
@@ -429,13 +541,16 @@ static void *worker_pass(void *arg)
                        (size_t)k * sizeof(float));
             target = w->past;
         }
-        w->kl = td_tl_kl_distill(w->dlogits, w->ws.logits, target, n, k,
+        w->kl = td_tl_kl_distill(w->dlogits, logits, target, n, k,
                                  (float)tr->cfg.saf_tau,
                                  (float)tr->cfg.saf_lambda, scale);
     }
     if (tr->pass_backward) {
-        memset(w->ws.grad, 0, tr->m.n_params * sizeof(float));
-        td_tnt_backward(&tr->m, &w->ws, tr->pass_params, w->dlogits);
+        memset(net_grad(tr, w), 0, tr->np * sizeof(float));
+        if (tr->bnn)
+            td_bnt_backward(&tr->bm, &w->bws, tr->pass_params, w->dlogits);
+        else
+            td_tnt_backward(&tr->m, &w->ws, tr->pass_params, w->dlogits);
     }
     return NULL;
 }
@@ -471,15 +586,33 @@ static void *worker_inputs(void *arg)
 /* Sum the per-thread gradients into worker 0's buffer, in thread order. */
 static float *reduce_grads(trainer *tr)
 {
-    float *g = tr->w[0].ws.grad;
+    float *g = net_grad(tr, &tr->w[0]);
     for (int t = 1; t < tr->nt; t++) {
-        const float *o = tr->w[t].ws.grad;
+        const float *o = net_grad(tr, &tr->w[t]);
         if (tr->w[t].i1 <= tr->w[t].i0)
             continue;
-        for (size_t i = 0; i < tr->m.n_params; i++)
+        for (size_t i = 0; i < tr->np; i++)
             g[i] += o[i];
     }
     return g;
+}
+
+/* The first step of the current ReActNet step (binary networks restart the
+ * learning-rate schedule and Adam's moments there); 0 for TinyNet. */
+static long bnn_stage_start(const trainer *tr)
+{
+    if (!tr->bnn || !bnn_binw(tr))
+        return 0;
+    return (long)tr->cfg.bnn_step1 * tr->steps_per_epoch;
+}
+
+static long bnn_stage_steps(const trainer *tr)
+{
+    if (!tr->bnn)
+        return tr->total_steps;
+    return (long)(bnn_binw(tr) ? tr->cfg.epochs - tr->cfg.bnn_step1
+                               : tr->cfg.bnn_step1) *
+           tr->steps_per_epoch;
 }
 
 static void apply_update(trainer *tr, const float *g)
@@ -487,24 +620,30 @@ static void apply_update(trainer *tr, const float *g)
     const config *c = &tr->cfg;
     if (!strcmp(c->base, "adamw")) {
         td_adamw o = {tr->lr, 0.9f, 0.999f, 1e-8f, (float)c->wd};
-        td_adamw_step(&o, tr->m.params, g, tr->buf, tr->buf2, tr->m.decay,
-                      tr->m.n_params, tr->step + 1);
+        td_adamw_step(&o, tr->P, g, tr->buf, tr->buf2, tr->decay, tr->np,
+                      tr->step + 1 - bnn_stage_start(tr));
     } else {
         td_sgd o = {tr->lr, (float)c->momentum, (float)c->wd, c->nesterov};
-        td_sgd_step(&o, tr->m.params, g, tr->buf, tr->m.decay,
-                    tr->m.n_params);
+        td_sgd_step(&o, tr->P, g, tr->buf, tr->decay, tr->np);
     }
 }
 
 static void update_running(trainer *tr)
 {
     td_tnt_ws *ws_list[MAX_THREADS];
+    td_bnt_ws *bws_list[MAX_THREADS];
     int k = 0;
     for (int t = 0; t < tr->nt; t++)
-        if (tr->w[t].i1 > tr->w[t].i0)
-            ws_list[k++] = &tr->w[t].ws;
-    td_tnt_update_running(&tr->m, tr->m.stats, ws_list, k,
-                          (float)tr->cfg.bn_momentum);
+        if (tr->w[t].i1 > tr->w[t].i0) {
+            ws_list[k] = &tr->w[t].ws;
+            bws_list[k++] = &tr->w[t].bws;
+        }
+    if (tr->bnn)
+        td_bnt_update_running(&tr->bm, tr->S, bws_list, k,
+                              (float)tr->cfg.bn_momentum);
+    else
+        td_tnt_update_running(&tr->m, tr->S, ws_list, k,
+                              (float)tr->cfg.bn_momentum);
 }
 
 /* One optimisation step on batch_idx; returns loss sums and correct. */
@@ -515,11 +654,12 @@ static void train_step(trainer *tr, double *loss, double *kl, int *correct)
     int saf = !strcmp(c->opt, "saf"), mesa = !strcmp(c->opt, "mesa");
     int sam = !strcmp(c->opt, "sam");
     float *g;
-    tr->lr = td_lr_cosine((float)c->lr, (float)c->min_lr, tr->step,
+    tr->lr = td_lr_cosine((float)c->lr, (float)c->min_lr,
+                          tr->step - bnn_stage_start(tr),
                           (long)(c->warmup * tr->steps_per_epoch),
-                          tr->total_steps);
+                          bnn_stage_steps(tr));
     run_workers(tr, worker_inputs);
-    tr->pass_params = tr->m.params;
+    tr->pass_params = tr->P;
     tr->pass_train = 1;
     tr->pass_backward = 1;
     tr->pass_record = saf;
@@ -541,28 +681,47 @@ static void train_step(trainer *tr, double *loss, double *kl, int *correct)
     if (sam) {
         /* ascend to theta + e, take the gradient there with the running
          * statistics left as the first pass set them, come back */
-        td_sam_perturb(tr->m.params, tr->sam_e, g, tr->m.n_params,
-                       (float)c->rho);
+        td_sam_perturb(tr->P, tr->sam_e, g, tr->np, (float)c->rho);
         tr->pass_record = tr->pass_kl = tr->pass_teacher = 0;
         run_workers(tr, worker_pass);
         g = reduce_grads(tr);
-        td_sam_restore(tr->m.params, tr->sam_e, tr->m.n_params);
+        td_sam_restore(tr->P, tr->sam_e, tr->np);
     }
+    if (tr->bnn && c->mst_lambda > 0) /* pull children toward parents */
+        tr->reg_sum += td_bnt_reg(&tr->bm, tr->P, g, (float)c->mst_lambda,
+                                  c->mst_words);
     apply_update(tr, g);
     if (mesa) {
-        td_ema_update(tr->ema_p, tr->m.params, tr->m.n_params,
-                      (float)c->mesa_decay);
-        td_ema_update(tr->ema_s, tr->m.stats, tr->m.n_stats,
-                      (float)c->mesa_decay);
+        td_ema_update(tr->ema_p, tr->P, tr->np, (float)c->mesa_decay);
+        td_ema_update(tr->ema_s, tr->S, tr->ns, (float)c->mesa_decay);
     }
     tr->step++;
 }
 
 /* ---- evaluation on the test set */
 
+/* The network evaluate() runs: a TinyNet, a trainable binary network, or
+ * a binary model file (td_bnn_forward with the MST plans). */
+typedef struct eval_net {
+    const td_tnt_model *tm;
+    const td_bnt_model *bm;
+    const float *P, *S;     /* tm or bm's parameters */
+    int binw;               /* bm: binary block weights */
+    const td_bnn_model *fm;
+    int res, classes;
+} eval_net;
+
+/* Per-thread state: one of the workspaces, or an arena and logits. */
+typedef struct eval_ws {
+    td_tnt_ws *tws;
+    td_bnt_ws *bws;
+    td_arena *arena;
+    float *logits;          /* (chunk, classes) for fm */
+} eval_ws;
+
 typedef struct eval_job {
-    const td_tnt_model *m;
-    td_tnt_ws *ws;
+    const eval_net *net;
+    eval_ws ws;
     const td_dataset *d;
     float mean, std, *x;
     int i0, i1, chunk, correct;
@@ -571,16 +730,34 @@ typedef struct eval_job {
 static void *eval_worker(void *arg)
 {
     eval_job *j = arg;
-    int res = j->m->res, k = j->m->arch.classes;
+    const eval_net *net = j->net;
+    int res = net->res, k = net->classes;
     j->correct = 0;
     for (int s = j->i0; s < j->i1; s += j->chunk) {
         int n = j->i1 - s < j->chunk ? j->i1 - s : j->chunk;
+        const float *logits;
         for (int i = 0; i < n; i++)
             td_dataset_view(j->d, s + i, 0, 0, 0, res, res, j->mean, j->std,
                             j->x + (size_t)i * res * res);
-        td_tnt_forward(j->m, j->ws, j->m->params, j->m->stats, j->x, n, 0);
+        if (net->fm) {
+            td_error err = {0};
+            if (td_bnn_forward(net->fm, TD_BCONV_PLAN, j->ws.arena, j->x, n,
+                               j->ws.logits, &err) != TD_OK) {
+                fprintf(stderr, "tinyd-train: %s\n", err.msg);
+                j->correct = -1;
+                return NULL;
+            }
+            logits = j->ws.logits;
+        } else if (net->bm) {
+            td_bnt_forward(net->bm, j->ws.bws, net->P, net->S, j->x, n, 0,
+                           net->binw);
+            logits = j->ws.bws->logits;
+        } else {
+            td_tnt_forward(net->tm, j->ws.tws, net->P, net->S, j->x, n, 0);
+            logits = j->ws.tws->logits;
+        }
         for (int i = 0; i < n; i++) {
-            const float *z = j->ws->logits + (size_t)i * k;
+            const float *z = logits + (size_t)i * k;
             int arg_max = 0;
             for (int c = 1; c < k; c++)
                 if (z[c] > z[arg_max])
@@ -591,17 +768,18 @@ static void *eval_worker(void *arg)
     return NULL;
 }
 
-/* Accuracy of m on the first n images of d, with nt threads using the
- * given workspaces (each sized for `chunk` images) and input buffers. */
-static double evaluate(const td_tnt_model *m, const td_dataset *d, int n,
-                       float mean, float std, int nt, td_tnt_ws *ws,
+/* Accuracy of net on the first n images of d, with nt threads using the
+ * given per-thread state (each sized for `chunk` images) and input
+ * buffers; -1 when a forward pass failed. */
+static double evaluate(const eval_net *net, const td_dataset *d, int n,
+                       float mean, float std, int nt, const eval_ws *ws,
                        float **x, int chunk)
 {
     eval_job j[MAX_THREADS];
     pthread_t th[MAX_THREADS];
-    int correct = 0, created[MAX_THREADS] = {0};
+    int correct = 0, created[MAX_THREADS] = {0}, failed = 0;
     for (int t = 0; t < nt; t++) {
-        j[t] = (eval_job){m,           &ws[t],        d,     mean, std, x[t],
+        j[t] = (eval_job){net,        ws[t],          d,     mean, std, x[t],
                           n * t / nt, n * (t + 1) / nt, chunk, 0};
     }
     for (int t = 1; t < nt; t++)
@@ -613,8 +791,12 @@ static double evaluate(const td_tnt_model *m, const td_dataset *d, int n,
     for (int t = 1; t < nt; t++)
         if (created[t])
             pthread_join(th[t], NULL);
-    for (int t = 0; t < nt; t++)
+    for (int t = 0; t < nt; t++) {
+        failed |= j[t].correct < 0;
         correct += j[t].correct;
+    }
+    if (failed)
+        return -1;
     return n ? (double)correct / n : 0;
 }
 
@@ -636,17 +818,41 @@ static double cpu_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Parameters and multiply-accumulates per image of the binary network (the
+ * binary layers' MACs are XNOR bit-ops at inference). */
+static void bnn_counts(const td_bnt_model *m, td_tn_counts *cnt)
+{
+    memset(cnt, 0, sizeof *cnt);
+    cnt->params = (int64_t)m->n_params;
+    for (int i = -1; i < m->arch.n_blocks; i++) {
+        const td_bnt_layer *l = i < 0 ? &m->stem : &m->blocks[i];
+        cnt->macs += (int64_t)l->h_out * l->w_out * l->k * l->k * l->cin *
+                     l->cout;
+    }
+    cnt->macs += (int64_t)m->blocks[m->arch.n_blocks - 1].cout *
+                 m->arch.classes;
+}
+
+static void net_counts(const trainer *tr, td_tn_counts *cnt)
+{
+    if (tr->bnn)
+        bnn_counts(&tr->bm, cnt);
+    else
+        td_tn_arch_count(&tr->arch, tr->res, tr->res, cnt);
+}
+
 static json_t *config_json(const trainer *tr)
 {
     const config *c = &tr->cfg;
     td_tn_counts cnt;
-    td_tn_arch_count(&tr->arch, tr->m.res, tr->m.res, &cnt);
-    return json_pack(
+    json_t *o;
+    net_counts(tr, &cnt);
+    o = json_pack(
         "{s:f, s:f, s:f, s:i, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:f, "
         "s:i, s:f, s:f, s:I, s:f, s:f, s:f, s:i, s:i, s:f, s:i, s:i, s:I, "
         "s:I, s:I, s:I, s:s}",
         "r", tr->arch.r, "d", tr->arch.d, "w", tr->arch.w, "resolution",
-        tr->m.res, "opt", c->opt, "base", c->base, "epochs", c->epochs,
+        tr->res, "opt", c->opt, "base", c->base, "epochs", c->epochs,
         "batch", c->batch, "threads", c->threads, "lr", c->lr, "min_lr",
         c->min_lr, "wd", c->wd, "momentum", c->momentum, "nesterov",
         c->nesterov, "smoothing", c->smoothing, "warmup_epochs", c->warmup,
@@ -656,6 +862,18 @@ static json_t *config_json(const trainer *tr)
         c->flip, "train_images", (json_int_t)tr->train.n, "test_images",
         (json_int_t)tr->test.n, "params", (json_int_t)cnt.params, "macs",
         (json_int_t)cnt.macs, "data", c->data);
+    if (o && tr->bnn) {
+        char *aj = td_bnn_arch_json(&tr->bm.arch);
+        json_error_t je;
+        json_object_set_new(o, "bnn_arch", aj ? json_loads(aj, 0, &je)
+                                               : json_null());
+        free(aj);
+        json_object_set_new(o, "bnn_step1", json_integer(c->bnn_step1));
+        json_object_set_new(o, "mst_lambda", json_real(c->mst_lambda));
+        json_object_set_new(o, "mst_words", json_integer(c->mst_words));
+        json_object_set_new(o, "init", json_string(c->init));
+    }
+    return o;
 }
 
 /* ---- safexp: sharpness per epoch and the --flops scaling rules
@@ -704,7 +922,7 @@ static float *sharp_views(const td_dataset *d, int n, int res, float mean,
 static int sharp_prepare(trainer *tr, td_error *err)
 {
     int n = tr->cfg.sharp_n < tr->train.n ? tr->cfg.sharp_n : tr->train.n;
-    if (n <= 0)
+    if (n <= 0 || tr->cfg.bnn) /* TinyNet only: td_sharpness drives td_tnt */
         return 0;
     tr->sharp_x = sharp_views(&tr->train, n, tr->m.res, tr->mean, tr->std);
     if (!tr->sharp_x) {
@@ -847,10 +1065,23 @@ static int write_report(trainer *tr, td_error *err)
 static void fingerprint(const trainer *tr, char *buf, size_t len)
 {
     const config *c = &tr->cfg;
+    if (tr->bnn) {
+        char *aj = td_bnn_arch_json(&tr->bm.arch);
+        snprintf(buf, len,
+                 "bnn=%s step1=%d mst_lambda=%.10g/%d opt=%s base=%s epochs=%d "
+                 "batch=%d threads=%d lr=%.10g wd=%.10g seed=%llu n=%d "
+                 "init=%s",
+                 aj ? aj : "?", c->bnn_step1, c->mst_lambda, c->mst_words,
+                 c->opt, c->base,
+                 c->epochs, c->batch, c->threads, c->lr, c->wd,
+                 (unsigned long long)c->seed, tr->train.n, c->init);
+        free(aj);
+        return;
+    }
     snprintf(buf, len,
              "r=%.10g d=%.10g w=%.10g res=%d opt=%s base=%s epochs=%d "
              "batch=%d threads=%d lr=%.10g wd=%.10g seed=%llu n=%d",
-             tr->arch.r, tr->arch.d, tr->arch.w, tr->m.res, c->opt, c->base,
+             tr->arch.r, tr->arch.d, tr->arch.w, tr->res, c->opt, c->base,
              c->epochs, c->batch, c->threads, c->lr, c->wd,
              (unsigned long long)c->seed, tr->train.n);
 }
@@ -858,14 +1089,14 @@ static void fingerprint(const trainer *tr, char *buf, size_t len)
 static int save_checkpoint(trainer *tr, td_error *err)
 {
     td_st_writer *w = td_st_writer_new();
-    char fp[512], num[32], *hist;
-    int64_t sp[1] = {(int64_t)tr->m.n_params}, ss[1] = {(int64_t)tr->m.n_stats};
+    char fp[2048], num[32], *hist;
+    int64_t sp[1] = {(int64_t)tr->np}, ss[1] = {(int64_t)tr->ns};
     td_status st = w ? TD_OK : td_error_set(err, TD_ENOMEM, "checkpoint");
     fingerprint(tr, fp, sizeof fp);
     if (st == TD_OK)
-        st = td_st_writer_add(w, "params", TD_DT_F32, 1, sp, tr->m.params, err);
+        st = td_st_writer_add(w, "params", TD_DT_F32, 1, sp, tr->P, err);
     if (st == TD_OK)
-        st = td_st_writer_add(w, "stats", TD_DT_F32, 1, ss, tr->m.stats, err);
+        st = td_st_writer_add(w, "stats", TD_DT_F32, 1, ss, tr->S, err);
     if (st == TD_OK)
         st = td_st_writer_add(w, "opt.buf", TD_DT_F32, 1, sp, tr->buf, err);
     if (st == TD_OK && tr->buf2)
@@ -878,7 +1109,7 @@ static int save_checkpoint(trainer *tr, td_error *err)
                               err);
     if (st == TD_OK && tr->saf) {
         int64_t sh[3] = {tr->cfg.saf_minus + 1, tr->train.n,
-                         tr->arch.classes};
+                         tr->classes};
         st = td_st_writer_add(w, "saf.logits", TD_DT_F32, 3, sh, tr->saf,
                               err);
     }
@@ -886,6 +1117,12 @@ static int save_checkpoint(trainer *tr, td_error *err)
         st = td_st_writer_meta(w, "kind", "tinyd-train-checkpoint", err);
     if (st == TD_OK)
         st = td_st_writer_meta(w, "fingerprint", fp, err);
+    if (st == TD_OK && tr->bnn) { /* what --init checks */
+        char *aj = td_bnn_arch_json(&tr->bm.arch);
+        st = aj ? td_st_writer_meta(w, "bnn_arch", aj, err)
+                : td_error_set(err, TD_ENOMEM, "checkpoint");
+        free(aj);
+    }
     snprintf(num, sizeof num, "%d", tr->epoch + 1);
     if (st == TD_OK)
         st = td_st_writer_meta(w, "epochs_done", num, err);
@@ -922,7 +1159,7 @@ static int load_into(const td_st_file *f, const char *name, float *dst,
 static int load_checkpoint(trainer *tr, td_error *err)
 {
     td_st_file f;
-    char fp[512];
+    char fp[2048];
     const char *v;
     int done = -1;
     json_error_t je;
@@ -939,18 +1176,15 @@ static int load_checkpoint(trainer *tr, td_error *err)
                      v ? v : "(none)", fp);
         goto out;
     }
-    if (load_into(&f, "params", tr->m.params, tr->m.n_params, err) ||
-        load_into(&f, "stats", tr->m.stats, tr->m.n_stats, err) ||
-        load_into(&f, "opt.buf", tr->buf, tr->m.n_params, err) ||
-        (tr->buf2 &&
-         load_into(&f, "opt.buf2", tr->buf2, tr->m.n_params, err)) ||
-        (tr->ema_p &&
-         load_into(&f, "ema.params", tr->ema_p, tr->m.n_params, err)) ||
-        (tr->ema_s &&
-         load_into(&f, "ema.stats", tr->ema_s, tr->m.n_stats, err)) ||
+    if (load_into(&f, "params", tr->P, tr->np, err) ||
+        load_into(&f, "stats", tr->S, tr->ns, err) ||
+        load_into(&f, "opt.buf", tr->buf, tr->np, err) ||
+        (tr->buf2 && load_into(&f, "opt.buf2", tr->buf2, tr->np, err)) ||
+        (tr->ema_p && load_into(&f, "ema.params", tr->ema_p, tr->np, err)) ||
+        (tr->ema_s && load_into(&f, "ema.stats", tr->ema_s, tr->ns, err)) ||
         (tr->saf && load_into(&f, "saf.logits", tr->saf,
                               (size_t)(tr->cfg.saf_minus + 1) * tr->train.n *
-                                  tr->arch.classes,
+                                  tr->classes,
                               err)))
         goto out;
     v = td_st_meta_get(&f, "step");
@@ -971,11 +1205,104 @@ out:
     return done;
 }
 
+/* --init: the weights and running statistics of another binary run's
+ * checkpoint (same arch), e.g. to fine-tune a trained network with the MST
+ * regulariser. Optimiser state starts fresh. */
+static int load_init(trainer *tr, td_error *err)
+{
+    td_st_file f;
+    const char *v;
+    char *aj;
+    int rc = -1;
+    if (td_st_open(&f, tr->cfg.init, err) != TD_OK) {
+        td_error_prefix(err, "--init");
+        return -1;
+    }
+    aj = td_bnn_arch_json(&tr->bm.arch);
+    v = td_st_meta_get(&f, "bnn_arch");
+    if (td_st_expect_meta(&f, "kind", "tinyd-train-checkpoint", err) !=
+        TD_OK) {
+        td_error_prefix(err, "--init %s", tr->cfg.init);
+        goto out;
+    }
+    if (!v || !aj || strcmp(v, aj)) {
+        td_error_set(err, TD_ECONFLICT,
+                     "--init %s: a checkpoint of another architecture (%s); "
+                     "this run is %s",
+                     tr->cfg.init, v ? v : "not a binary network",
+                     aj ? aj : "?");
+        goto out;
+    }
+    if (load_into(&f, "params", tr->P, tr->np, err) ||
+        load_into(&f, "stats", tr->S, tr->ns, err)) {
+        td_error_prefix(err, "--init %s", tr->cfg.init);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(aj);
+    td_st_close(&f);
+    return rc;
+}
+
+/* Export the binary network (td_bnn_export: sign, BatchNorm folded,
+ * MST plans and statistics), then load the file back and measure it with
+ * the inference engine, so the report shows both accuracies. */
+static int save_bnn(trainer *tr, td_error *err)
+{
+    td_bnn_latent lat;
+    td_bnn_model *fm = NULL;
+    td_arena ar[MAX_THREADS];
+    float *x[MAX_THREADS] = {0}, *lg[MAX_THREADS] = {0};
+    eval_ws ews[MAX_THREADS];
+    eval_net net;
+    int chunk = 64, rc = -1, nt = tr->nt, made = 0;
+    memset(ar, 0, sizeof ar);
+    td_bnt_latent(&tr->bm, tr->P, tr->S, td_fashion_mnist_labels, tr->mean,
+                  tr->std, &lat);
+    if (td_bnn_export(&lat, tr->cfg.out, err) != TD_OK ||
+        td_bnn_open(&fm, tr->cfg.out, err) != TD_OK)
+        return -1;
+    tr->last_total = fm->total;
+    memset(&net, 0, sizeof net);
+    net.fm = fm;
+    net.res = tr->res;
+    net.classes = tr->classes;
+    for (int t = 0; t < nt; t++, made++) {
+        x[t] = malloc((size_t)chunk * tr->res * tr->res * sizeof(float));
+        lg[t] = malloc((size_t)chunk * tr->classes * sizeof(float));
+        if (!x[t] || !lg[t] ||
+            td_arena_init(&ar[t], td_bnn_scratch_bytes(fm) + 4096, err) !=
+                TD_OK) {
+            made++;
+            td_error_set(err, TD_ENOMEM, "export check");
+            goto out;
+        }
+        ews[t] = (eval_ws){NULL, NULL, &ar[t], lg[t]};
+    }
+    tr->export_acc = evaluate(&net, &tr->test, tr->test.n, tr->mean, tr->std,
+                              nt, ews, x, chunk);
+    rc = tr->export_acc < 0 ? -1 : 0;
+    if (rc)
+        td_error_set(err, TD_EINVAL, "%s: the exported model failed",
+                     tr->cfg.out);
+out:
+    for (int t = 0; t < made; t++) {
+        td_arena_free(&ar[t]);
+        free(x[t]);
+        free(lg[t]);
+    }
+    td_bnn_free(fm);
+    return rc;
+}
+
 static int save_model(trainer *tr, double test_acc, td_error *err)
 {
     char acc[32], ep[32], params[32], macs[32];
     td_tn_counts cnt;
-    td_tn_arch_count(&tr->arch, tr->m.res, tr->m.res, &cnt);
+    if (tr->bnn)
+        return save_bnn(tr, err);
+    td_tn_arch_count(&tr->arch, tr->res, tr->res, &cnt);
     snprintf(acc, sizeof acc, "%.4f", test_acc);
     snprintf(ep, sizeof ep, "%d", tr->epoch + 1);
     snprintf(params, sizeof params, "%lld", (long long)cnt.params);
@@ -1036,7 +1363,11 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: tinyd-train [--preset NAME | --r R --d D --w W | --flops "
             "BUDGET] [options]\n"
+            "       tinyd-train --bnn | --preset bnn_fmnist|bnn_small | "
+            "--arch-json JSON|FILE [options]\n"
             "       tinyd-train eval MODEL [--data DIR] [--threads N]\n"
+            "       tinyd-train info MODEL    (a binary model's MST "
+            "statistics)\n"
             "model:    --preset tinynet_a..e | --r --d --w | --flops 24M; "
             "--res PX\n"
             "training: --opt saf|sgd|sam|mesa --base sgd|adamw --epochs N "
@@ -1046,6 +1377,10 @@ static void usage(FILE *f)
             "SAF/MESA: --saf-tau 5 --saf-lambda 0.3|0.8 --saf-minus 3 "
             "--saf-start 5 --mesa-decay 0.9998\n"
             "SAM:      --rho 0.05\n"
+            "binary:   --bnn-step1 EPOCHS (real weights first; default "
+            "epochs/3) --mst-lambda X (>= 0) --mst-words 0|1\n"
+            "          --init CHECKPOINT (start from a binary run's "
+            "weights)\n"
             "data:     --data DIR (IDX files) --pad 2 --flip 0|1 "
             "--train-limit N --test-limit N\n"
             "files:    --out FILE --report FILE --checkpoint FILE --resume "
@@ -1061,6 +1396,7 @@ static void free_trainer(trainer *tr)
 {
     for (int t = 0; t < MAX_THREADS; t++) {
         td_tnt_ws_free(&tr->w[t].ws);
+        td_bnt_ws_free(&tr->w[t].bws);
         free(tr->w[t].x);
         free(tr->w[t].dlogits);
         free(tr->w[t].teacher);
@@ -1078,6 +1414,7 @@ static void free_trainer(trainer *tr)
     free(tr->sharp_x);
     json_decref(tr->history);
     td_tnt_free(&tr->m);
+    td_bnt_free(&tr->bm);
     td_dataset_free(&tr->train);
     td_dataset_free(&tr->test);
 }
@@ -1104,10 +1441,72 @@ static void pixel_stats(const td_dataset *d, float *mean, float *std)
         *std = 1;
 }
 
+/* The binary network's arch: --arch-json, or a bnn_* preset (default
+ * bnn_fmnist). TinyNet-only flags are refused rather than ignored. */
+static int build_bnn_arch(trainer *tr, td_error *err)
+{
+    config *c = &tr->cfg;
+    const char *json = c->arch_json[0] ? c->arch_json
+                       : c->preset[0]  ? bnn_preset_json(c->preset)
+                                       : bnn_preset_json("bnn_fmnist");
+    td_bnn_arch a;
+    if (!json)
+        return td_error_set(err, TD_EINVAL,
+                            "--preset %s: not a binary network (bnn_fmnist, "
+                            "bnn_small)",
+                            c->preset),
+               -1;
+    if (c->arch_json[0] && c->preset[0])
+        return td_error_set(err, TD_EINVAL,
+                            "--arch-json and --preset: give one of them"),
+               -1;
+    if (c->flops > 0 || c->r > 0 || c->d > 0 || c->w > 0 || c->res > 0)
+        return td_error_set(err, TD_EINVAL,
+                            "--flops, --r/--d/--w and --res are TinyNet "
+                            "options; a binary network's shape is its arch"),
+               -1;
+    if (td_bnn_arch_parse(json, &a, err) != TD_OK) {
+        td_error_prefix(err, "--arch-json");
+        return -1;
+    }
+    if (a.in_h != a.in_w)
+        return td_error_set(err, TD_EINVAL,
+                            "--arch-json: in_h %d and in_w %d differ; the "
+                            "trainer's images are square",
+                            a.in_h, a.in_w),
+               -1;
+    if (a.classes != CLASSES)
+        return td_error_set(err, TD_EINVAL,
+                            "--arch-json: classes is %d; the data have %d",
+                            a.classes, CLASSES),
+               -1;
+    if (td_bnt_init(&tr->bm, &a, err) != TD_OK) {
+        td_error_prefix(err, "--arch-json");
+        return -1;
+    }
+    c->res = a.in_h;
+    if (c->bnn_step1 < 0)
+        c->bnn_step1 = c->init[0] ? 0 : c->epochs / 3;
+    if (c->bnn_step1 >= c->epochs)
+        return td_error_set(err, TD_EINVAL,
+                            "--bnn-step1 %d: must be below --epochs %d (step "
+                            "2, binary weights, must run)",
+                            c->bnn_step1, c->epochs),
+               -1;
+    return 0;
+}
+
 static int build_arch(trainer *tr, td_error *err)
 {
     config *c = &tr->cfg;
     td_status st;
+    if (c->bnn)
+        return build_bnn_arch(tr, err);
+    if (c->init[0] || c->mst_lambda > 0)
+        return td_error_set(err, TD_EINVAL,
+                            "--init and --mst-lambda are for binary networks "
+                            "(--bnn)"),
+               -1;
     if (c->flops > 0)
         st = solve_flops(c, &tr->arch, &tr->phi, err);
     else if (c->preset[0])
@@ -1161,10 +1560,14 @@ static int train_main(config *c)
     saf = !strcmp(c->opt, "saf");
     mesa = !strcmp(c->opt, "mesa");
     sam = !strcmp(c->opt, "sam");
+    if (c->bnn && !c->base_given) /* ReActNet trains with Adam */
+        snprintf(c->base, sizeof c->base, "adamw");
+    if (c->bnn && !c->out_given)
+        snprintf(c->out, sizeof c->out, "bnn.safetensors");
     if (c->lr < 0)
         c->lr = !strcmp(c->base, "adamw") ? 2e-3 : 0.1;
-    if (c->wd < 0)
-        c->wd = !strcmp(c->base, "adamw") ? 0.05 : 1e-4;
+    if (c->wd < 0) /* a binary network decays only its stem and fc */
+        c->wd = c->bnn ? 1e-4 : !strcmp(c->base, "adamw") ? 0.05 : 1e-4;
     if (c->saf_lambda < 0)
         c->saf_lambda = mesa ? 0.8 : 0.3;
     if ((!c->report[0] &&
@@ -1188,9 +1591,28 @@ static int train_main(config *c)
         goto fail;
     }
     pixel_stats(&tr->train, &tr->mean, &tr->std);
-    if (td_tnt_init(&tr->m, &tr->arch, 1, c->res, &err) != TD_OK)
-        goto fail;
-    td_tnt_init_weights(&tr->m, c->seed);
+    tr->bnn = c->bnn;
+    tr->res = c->res;
+    tr->classes = CLASSES;
+    if (tr->bnn) {
+        td_bnt_init_weights(&tr->bm, c->seed);
+        tr->P = tr->bm.params;
+        tr->S = tr->bm.stats;
+        tr->decay = tr->bm.decay;
+        tr->np = tr->bm.n_params;
+        tr->ns = tr->bm.n_stats;
+        if (c->init[0] && load_init(tr, &err))
+            goto fail;
+    } else {
+        if (td_tnt_init(&tr->m, &tr->arch, 1, c->res, &err) != TD_OK)
+            goto fail;
+        td_tnt_init_weights(&tr->m, c->seed);
+        tr->P = tr->m.params;
+        tr->S = tr->m.stats;
+        tr->decay = tr->m.decay;
+        tr->np = tr->m.n_params;
+        tr->ns = tr->m.n_stats;
+    }
     tr->nt = c->threads < c->batch ? c->threads : c->batch;
     part = (c->batch + tr->nt - 1) / tr->nt;
     for (int t = 0; t < tr->nt; t++) {
@@ -1200,7 +1622,8 @@ static int train_main(config *c)
         w->t = t;
         w->i0 = c->batch * t / tr->nt;
         w->i1 = c->batch * (t + 1) / tr->nt;
-        if (td_tnt_ws_init(&w->ws, &tr->m, part, &err) != TD_OK)
+        if ((tr->bnn ? td_bnt_ws_init(&w->bws, &tr->bm, part, &err)
+                     : td_tnt_ws_init(&w->ws, &tr->m, part, &err)) != TD_OK)
             goto fail;
         w->x = malloc((size_t)part * c->res * c->res * sizeof(float));
         w->dlogits = malloc(k * sizeof(float));
@@ -1212,17 +1635,17 @@ static int train_main(config *c)
             goto fail;
         }
     }
-    tr->buf = calloc(tr->m.n_params, sizeof(float));
+    tr->buf = calloc(tr->np, sizeof(float));
     if (!strcmp(c->base, "adamw"))
-        tr->buf2 = calloc(tr->m.n_params, sizeof(float));
+        tr->buf2 = calloc(tr->np, sizeof(float));
     if (sam)
-        tr->sam_e = calloc(tr->m.n_params, sizeof(float));
+        tr->sam_e = calloc(tr->np, sizeof(float));
     if (mesa) {
-        tr->ema_p = malloc(tr->m.n_params * sizeof(float));
-        tr->ema_s = malloc(tr->m.n_stats * sizeof(float));
+        tr->ema_p = malloc(tr->np * sizeof(float));
+        tr->ema_s = malloc(tr->ns * sizeof(float));
         if (tr->ema_p && tr->ema_s) {
-            memcpy(tr->ema_p, tr->m.params, tr->m.n_params * sizeof(float));
-            memcpy(tr->ema_s, tr->m.stats, tr->m.n_stats * sizeof(float));
+            memcpy(tr->ema_p, tr->P, tr->np * sizeof(float));
+            memcpy(tr->ema_s, tr->S, tr->ns * sizeof(float));
         }
     }
     if (saf)
@@ -1252,7 +1675,21 @@ static int train_main(config *c)
             fprintf(stderr, "tinyd-train: no checkpoint %s, starting fresh\n",
                     c->checkpoint);
     }
-    {
+    if (tr->bnn) {
+        td_tn_counts cnt;
+        bnn_counts(&tr->bm, &cnt);
+        if (!c->quiet)
+            fprintf(stderr,
+                    "tinyd-train: binary network, %d blocks at %dx%d, "
+                    "%.3fM params, %.2fM MACs (binary blocks: bit-ops); "
+                    "step 1 (real weights) %d epochs, step 2 (binary) %d; "
+                    "MST lambda %g; %s (%s), %ld steps per epoch, batch %d, "
+                    "%d threads\n",
+                    tr->bm.arch.n_blocks, c->res, c->res, cnt.params / 1e6,
+                    cnt.macs / 1e6, c->bnn_step1, c->epochs - c->bnn_step1,
+                    c->mst_lambda, c->opt, c->base, tr->steps_per_epoch,
+                    c->batch, tr->nt);
+    } else {
         td_tn_counts cnt;
         td_tn_arch_count(&tr->arch, c->res, c->res, &cnt);
         if (!c->quiet)
@@ -1268,19 +1705,42 @@ static int train_main(config *c)
     openblas_set_num_threads(1); /* parallelism comes from our workers */
 
     /* evaluation buffers reuse the worker workspaces (sized `part`) */
-    td_tnt_ws eval_ws[MAX_THREADS];
+    eval_ws ews[MAX_THREADS];
     float *eval_x[MAX_THREADS];
+    eval_net enet;
+    memset(&enet, 0, sizeof enet);
+    enet.tm = tr->bnn ? NULL : &tr->m;
+    enet.bm = tr->bnn ? &tr->bm : NULL;
+    enet.P = tr->P;
+    enet.S = tr->S;
+    enet.res = tr->res;
+    enet.classes = tr->classes;
     for (int t = 0; t < tr->nt; t++) {
-        eval_ws[t] = tr->w[t].ws;
+        ews[t] = (eval_ws){&tr->w[t].ws, &tr->w[t].bws, NULL, NULL};
         eval_x[t] = tr->w[t].x;
     }
 
+    /* TD_TRAIN_FAULT_NAN_EPOCH=N makes the loss of epoch N not finite, so
+     * tests can check that a divergence late in a run keeps the last good
+     * checkpoint (a real divergence cannot be placed on demand). */
+    const char *fault = getenv("TD_TRAIN_FAULT_NAN_EPOCH");
+    int nan_at_epoch = fault ? atoi(fault) : 0;
     for (tr->epoch = start_epoch; tr->epoch < c->epochs; tr->epoch++) {
         uint64_t s = td_rng_mix(c->seed, (uint64_t)tr->epoch + 1, 0x5417);
         double t0 = now_s(), c0 = cpu_s(), loss_sum = 0, kl_sum = 0;
         double last_print = t0;
         long seen = 0;
         int correct = 0;
+        if (tr->bnn && tr->epoch == c->bnn_step1 && c->bnn_step1 > 0) {
+            /* ReActNet step 2 starts with a fresh optimiser */
+            memset(tr->buf, 0, tr->np * sizeof(float));
+            if (tr->buf2)
+                memset(tr->buf2, 0, tr->np * sizeof(float));
+        }
+        tr->reg_sum = 0;
+        if (tr->bnn && c->mst_lambda > 0 &&
+            td_bnt_refresh_trees(&tr->bm, tr->P, NULL, &err) != TD_OK)
+            goto fail;
         for (int i = 0; i < tr->train.n; i++)
             tr->order[i] = i;
         for (int i = tr->train.n - 1; i > 0; i--) {
@@ -1294,6 +1754,8 @@ static int train_main(config *c)
             memcpy(tr->batch_idx, tr->order + b * c->batch,
                    (size_t)c->batch * sizeof(int));
             train_step(tr, &loss, &kl, &cor);
+            if (nan_at_epoch == tr->epoch + 1)
+                loss = NAN; /* fault injection, see docs/TRAINING.md */
             if (!isfinite(loss) || !isfinite(kl)) {
                 if (tty)
                     fputc('\n', stderr);
@@ -1324,8 +1786,9 @@ static int train_main(config *c)
             }
         }
         double train_s = now_s() - t0, train_cpu = cpu_s() - c0;
-        double test_acc = evaluate(&tr->m, &tr->test, tr->test.n, tr->mean,
-                                   tr->std, tr->nt, eval_ws, eval_x, part);
+        enet.binw = tr->bnn ? bnn_binw(tr) : 0;
+        double test_acc = evaluate(&enet, &tr->test, tr->test.n, tr->mean,
+                                   tr->std, tr->nt, ews, eval_x, part);
         double secs = now_s() - t0;
         if (tty && !c->quiet)
             fputc('\n', stderr);
@@ -1351,8 +1814,34 @@ static int train_main(config *c)
                     tr->epoch + 1, c->epochs, loss_sum / seen,
                     100.0 * correct / seen, 100 * test_acc, secs,
                     seen / train_s, seen / train_cpu);
-        if (save_model(tr, test_acc, &err) || save_checkpoint(tr, &err) ||
-            write_report(tr, &err))
+        if (save_model(tr, test_acc, &err))
+            goto fail;
+        if (tr->bnn) {
+            json_t *h = json_array_get(tr->history,
+                                       json_array_size(tr->history) - 1);
+            json_object_set_new(h, "step", json_integer(bnn_binw(tr) + 1));
+            json_object_set_new(h, "mst_reg",
+                                json_real(tr->reg_sum / tr->steps_per_epoch));
+            json_object_set_new(h, "export_test_accuracy",
+                                json_real(tr->export_acc));
+            json_object_set_new(h, "bitops_ratio",
+                                json_real(tr->last_total.bitops_ratio));
+            json_object_set_new(h, "mst_depth",
+                                json_integer(tr->last_total.depth));
+            json_object_set_new(h, "mst_distance",
+                                json_integer(tr->last_total.distance));
+            json_object_set_new(h, "mask_words",
+                                json_integer(tr->last_total.mask_words));
+            if (!c->quiet)
+                fprintf(stderr,
+                        "  step %d: exported %s: test %.2f%% (td_bnn_forward, "
+                        "MST plan), bit-ops dense/MST %.2fx, MST regulariser "
+                        "%.4g\n",
+                        bnn_binw(tr) + 1, c->out, 100 * tr->export_acc,
+                        tr->last_total.bitops_ratio,
+                        tr->reg_sum / tr->steps_per_epoch);
+        }
+        if (save_checkpoint(tr, &err) || write_report(tr, &err))
             goto fail;
         if (c->stop_after && tr->epoch + 1 == c->stop_after &&
             tr->epoch + 1 < c->epochs) {
@@ -1377,15 +1866,141 @@ out:
     return rc;
 }
 
+/* The "kind" metadata of a model file, copied into kind (empty when the
+ * file has none); -1 with err on an unreadable file. */
+static int model_kind(const char *path, char *kind, size_t len, td_error *err)
+{
+    td_st_file f;
+    const char *v;
+    if (td_st_open(&f, path, err) != TD_OK)
+        return -1;
+    v = td_st_meta_get(&f, "kind");
+    snprintf(kind, len, "%s", v ? v : "");
+    td_st_close(&f);
+    return 0;
+}
+
+/* Test accuracy of a binary model file through the inference engine,
+ * with the MST plans and with the dense binary layers. */
+static int eval_bnn_main(const char *path, const config *c)
+{
+    td_bnn_model *fm = NULL;
+    td_dataset test;
+    td_error err = {0};
+    td_arena ar[MAX_THREADS];
+    eval_ws ews[MAX_THREADS];
+    float *x[MAX_THREADS] = {0}, *lg[MAX_THREADS] = {0};
+    int nt = c->threads, chunk = 64, rc = 1;
+    eval_net net;
+    memset(ar, 0, sizeof ar);
+    memset(&test, 0, sizeof test);
+    if (td_bnn_open(&fm, path, &err) != TD_OK) {
+        fprintf(stderr, "tinyd-train eval: %s: %s\n", path, err.msg);
+        return 1;
+    }
+    if (fm->arch.in_ch != 1 || fm->arch.in_h != fm->arch.in_w ||
+        fm->arch.classes != CLASSES) {
+        fprintf(stderr,
+                "tinyd-train eval: %s: the test set is grey, square and has "
+                "%d classes; this model is not for it\n",
+                path, CLASSES);
+        td_bnn_free(fm);
+        return 1;
+    }
+    if (td_dataset_load(&test, c->data, "t10k", CLASSES, &err) != TD_OK) {
+        fprintf(stderr, "tinyd-train eval: %s\n", err.msg);
+        td_bnn_free(fm);
+        return 1;
+    }
+    dataset_truncate(&test, c->test_limit);
+    memset(&net, 0, sizeof net);
+    net.fm = fm;
+    net.res = fm->arch.in_h;
+    net.classes = CLASSES;
+    for (int t = 0; t < nt; t++) {
+        x[t] = malloc((size_t)chunk * net.res * net.res * sizeof(float));
+        lg[t] = malloc((size_t)chunk * CLASSES * sizeof(float));
+        if (!x[t] || !lg[t] ||
+            td_arena_init(&ar[t], td_bnn_scratch_bytes(fm) + 4096, &err) !=
+                TD_OK) {
+            fprintf(stderr, "tinyd-train eval: %s\n",
+                    err.msg[0] ? err.msg : "out of memory");
+            goto out;
+        }
+        ews[t] = (eval_ws){NULL, NULL, &ar[t], lg[t]};
+    }
+    {
+        double t0 = now_s();
+        double acc = evaluate(&net, &test, test.n, fm->mean[0], fm->std[0],
+                              nt, ews, x, chunk);
+        double dt = now_s() - t0;
+        if (acc < 0)
+            goto out;
+        printf("%s: test accuracy %.4f (%d images, %.1f s, %.0f img/s; "
+               "binary network, MST plan)\n",
+               path, acc, test.n, dt, test.n / dt);
+    }
+    rc = 0;
+out:
+    for (int t = 0; t < nt; t++) {
+        td_arena_free(&ar[t]);
+        free(x[t]);
+        free(lg[t]);
+    }
+    td_dataset_free(&test);
+    td_bnn_free(fm);
+    return rc;
+}
+
+/* `tinyd-train info MODEL`: a binary model's architecture and its
+ * per-layer and total MST statistics. */
+static int info_main(const char *path)
+{
+    td_bnn_model *fm = NULL;
+    td_error err = {0};
+    char kind[64], *aj;
+    if (model_kind(path, kind, sizeof kind, &err)) {
+        fprintf(stderr, "tinyd-train info: %s\n", err.msg);
+        return 1;
+    }
+    if (strcmp(kind, "bnn")) {
+        fprintf(stderr,
+                "tinyd-train info: %s: kind \"%s\": info describes binary "
+                "networks (kind \"bnn\")\n",
+                path, kind);
+        return 1;
+    }
+    if (td_bnn_open(&fm, path, &err) != TD_OK) {
+        fprintf(stderr, "tinyd-train info: %s: %s\n", path, err.msg);
+        return 1;
+    }
+    aj = td_bnn_arch_json(&fm->arch);
+    printf("%s: binary network, MST-compressed\narch %s\n", path,
+           aj ? aj : "?");
+    free(aj);
+    td_bnn_stats_fprint(fm, stdout);
+    td_bnn_free(fm);
+    return 0;
+}
+
 static int eval_main(const char *path, const config *c)
 {
     td_tnt_model m;
     td_dataset test;
     td_error err = {0};
     td_tnt_ws ws[MAX_THREADS];
+    eval_ws ews[MAX_THREADS];
+    eval_net net;
     float *x[MAX_THREADS] = {0}, mean, std;
     int nt = c->threads, chunk = 64, rc = 1;
+    char kind[64];
     memset(ws, 0, sizeof ws);
+    if (model_kind(path, kind, sizeof kind, &err)) {
+        fprintf(stderr, "tinyd-train eval: %s\n", err.msg);
+        return 1;
+    }
+    if (!strcmp(kind, "bnn"))
+        return eval_bnn_main(path, c);
     if (td_tnt_load(&m, path, &mean, &std, &err) != TD_OK) {
         fprintf(stderr, "tinyd-train eval: %s\n", err.msg);
         return 1;
@@ -1406,7 +2021,15 @@ static int eval_main(const char *path, const config *c)
         }
     }
     double t0 = now_s();
-    double acc = evaluate(&m, &test, test.n, mean, std, nt, ws, x, chunk);
+    memset(&net, 0, sizeof net);
+    net.tm = &m;
+    net.P = m.params;
+    net.S = m.stats;
+    net.res = m.res;
+    net.classes = m.arch.classes;
+    for (int t = 0; t < nt; t++)
+        ews[t] = (eval_ws){&ws[t], NULL, NULL, NULL};
+    double acc = evaluate(&net, &test, test.n, mean, std, nt, ews, x, chunk);
     double dt = now_s() - t0;
     printf("%s: test accuracy %.4f (%d images, %.1f s, %.0f img/s)\n", path,
            acc, test.n, dt, test.n / dt);
@@ -1431,6 +2054,13 @@ int main(int argc, char **argv)
      * previous file kept) instead of killing us with SIGXFSZ. */
     signal(SIGXFSZ, SIG_IGN);
     config_defaults(&c);
+    if (argc > 1 && !strcmp(argv[1], "info")) {
+        if (argc != 3 || argv[2][0] == '-') {
+            fprintf(stderr, "usage: tinyd-train info MODEL\n");
+            return 2;
+        }
+        return info_main(argv[2]);
+    }
     if (argc > 1 && !strcmp(argv[1], "eval")) {
         if (argc < 3 || argv[2][0] == '-') {
             fprintf(stderr, "tinyd-train eval: which MODEL?\n");
@@ -1463,7 +2093,8 @@ int main(int argc, char **argv)
             return 2;
         }
         a += 2;
-        if (!strcmp(a, "resume") || !strcmp(a, "quiet")) {
+        if (!strcmp(a, "resume") || !strcmp(a, "quiet") ||
+            !strcmp(a, "bnn")) {
             apply(&c, a, "1", &err);
             continue;
         }

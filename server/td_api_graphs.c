@@ -129,12 +129,50 @@ void td_api_graph_get(td_server *s, td_request *req, const char *id)
     td_api_respond_json(req, 200, o);
 }
 
+typedef struct delete_wait {
+    td_request *req;
+    char id[64];
+} delete_wait;
+
+/* The rescan after a delete is over: the oracle is no longer served and
+ * its name can be submitted again. */
+static void delete_done(void *arg)
+{
+    delete_wait *w = arg;
+    if (td_http_release(w->req)) {
+        td_api_respond_json(w->req, 200,
+                            json_pack("{s:s, s:b}", "id", w->id, "deleted",
+                                      1));
+        td_http_resume(w->req);
+    }
+    free(w);
+}
+
 void td_api_graph_delete(td_server *s, td_request *req, const char *id)
 {
     td_error err;
+    delete_wait *w;
     td_status st = td_jobs_delete(&s->jobs, id, &err);
     if (st != TD_OK) {
         td_http_respond_error(req, td_status_http(st), "%s", err.msg);
+        return;
+    }
+    /* Answer once the registry has dropped the oracle, so that a client
+     * may reuse the name as soon as it has the 200 (no scans while
+     * draining: answer at once then). */
+    w = s->draining ? NULL : calloc(1, sizeof *w);
+    if (w) {
+        w->req = req;
+        snprintf(w->id, sizeof w->id, "%s", id);
+        td_http_hold(req);
+        td_http_suspend(req);
+        if (td_registry_scan_then(&s->registry, delete_done, w) == 0)
+            return;
+        free(w);
+        td_http_release(req);
+        td_api_respond_json(req, 200,
+                            json_pack("{s:s, s:b}", "id", id, "deleted", 1));
+        td_http_resume(req);
         return;
     }
     td_api_respond_json(req, 200,

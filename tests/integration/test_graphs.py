@@ -261,10 +261,22 @@ def _():
 def _():
     r = d.request("DELETE", "/v1/graphs/" + t.grid_job)
     eq(r.status, 200, "delete status (%r)" % r.body[:200])
-    tdtest.wait_for(lambda: "grid" not in d.models(), 10, "grid removed")
+    # The answer comes once the oracle is no longer served: no waiting.
+    check("grid" not in d.models(), "grid still listed after the 200")
+    eq(d.infer("grid", {"inputs": []}).status, 404, "infer after delete")
     eq(d.get("/v1/graphs/" + t.grid_job).status, 404, "job gone")
     eq(d.request("DELETE", "/v1/graphs/" + t.grid_job).status, 404,
        "second delete")
+    # ... and its name is free at once: submit, build, delete, twice over.
+    for round_ in range(2):
+        r = submit(EDGELIST, "?name=grid&eps=0.25")
+        eq(r.status, 202, "resubmit %d (%r)" % (round_, r.body[:200]))
+        job = wait_job(r.json()["id"])
+        eq(job["state"], "ready", "rebuilt %d" % round_)
+        eq(d.request("DELETE", "/v1/graphs/" + job["id"]).status, 200,
+           "delete %d" % round_)
+        check("grid" not in d.models(), "grid listed after delete %d"
+              % round_)
 
 
 @t.test("kill -9 during a build: after restart the job is built again")

@@ -120,6 +120,10 @@ def connect_refused(port):
         s.connect(("127.0.0.1", port))
     except (ConnectionRefusedError, socket.timeout):
         return True
+    except ConnectionResetError:
+        # The listener closed while this SYN was in its backlog: it is
+        # going away, but ask again until the port answers "refused".
+        return False
     finally:
         s.close()
     return False

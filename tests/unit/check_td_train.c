@@ -666,6 +666,58 @@ START_TEST(test_bad_input_fails_cleanly)
     ck_assert_int_eq(run(args), 1);
     snprintf(path, sizeof path, "%s/nan.safetensors", tmpdir);
     ck_assert_int_ne(stat(path, &st), 0);
+    /* a divergence in epoch 2 keeps epoch 1's checkpoint, which resumes */
+    {
+        char ck[256], *before, *after;
+        size_t lb, la;
+        td_st_file f;
+        td_error e;
+        snprintf(ck, sizeof ck, "%s/late.ckpt", tmpdir);
+        snprintf(args, sizeof args,
+                 "--epochs 2 --data %s --checkpoint %s "
+                 "--out %s/late.safetensors",
+                 tmpdir, ck, tmpdir);
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd, "TD_TRAIN_FAULT_NAN_EPOCH=2 '%s/models/"
+                 "tinyd-train' " TINY " %s >>'%s/log' 2>&1",
+                 getenv("TD_BUILDDIR") ? getenv("TD_BUILDDIR") : ".", args,
+                 tmpdir);
+        int rc = system(cmd);
+        ck_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+        /* the model of epoch 1 was written; it stays as it is too */
+        snprintf(path, sizeof path, "%s/late.safetensors", tmpdir);
+        char *mbefore, *mafter;
+        size_t mlb, mla;
+        ck_assert_int_eq(td_file_read(path, 1 << 26, &mbefore, &mlb, NULL),
+                         TD_OK);
+        ck_assert_int_eq(td_file_read(ck, 1 << 26, &before, &lb, NULL),
+                         TD_OK);
+        ck_assert_int_eq(td_st_open(&f, ck, &e), TD_OK);
+        ck_assert_int_eq(td_st_expect_meta(&f, "epochs_done", "1", &e), TD_OK);
+        td_st_close(&f);
+        /* a second divergent attempt from the checkpoint leaves it as it was */
+        snprintf(cmd, sizeof cmd, "TD_TRAIN_FAULT_NAN_EPOCH=2 '%s/models/"
+                 "tinyd-train' " TINY " %s --resume >>'%s/log' 2>&1",
+                 getenv("TD_BUILDDIR") ? getenv("TD_BUILDDIR") : ".", args,
+                 tmpdir);
+        rc = system(cmd);
+        ck_assert(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+        ck_assert_int_eq(td_file_read(ck, 1 << 26, &after, &la, NULL), TD_OK);
+        ck_assert_uint_eq(la, lb);
+        ck_assert_mem_eq(after, before, lb);
+        ck_assert_int_eq(td_file_read(path, 1 << 26, &mafter, &mla, NULL),
+                         TD_OK);
+        ck_assert_uint_eq(mla, mlb);
+        ck_assert_mem_eq(mafter, mbefore, mlb);
+        free(before);
+        free(after);
+        free(mbefore);
+        free(mafter);
+        snprintf(cmd, sizeof cmd, TINY " %s --resume", args);
+        ck_assert_int_eq(run(cmd), 0);
+        ck_assert_int_eq(td_st_open(&f, path, &e), TD_OK);
+        td_st_close(&f);
+    }
     /* a write that fails (file size limit, EFBIG) leaves the previous
      * model intact */
     {
