@@ -1583,7 +1583,12 @@ static int train_main(config *c)
                 memset(tr->buf2, 0, tr->np * sizeof(float));
         }
         tr->reg_sum = 0;
-        if (tr->bnn && (c->mst_lambda > 0 || c->mst_tie > 0) &&
+        /* with ties the trees are built once, at the run's first epoch:
+         * a rebuilt tree names other parents, and re-tying to them undid
+         * the adaptation (measured, docs/BNN.md "Word tying") */
+        if (tr->bnn &&
+            ((c->mst_lambda > 0 && c->mst_tie == 0) ||
+             (c->mst_tie > 0 && tr->epoch == start_epoch)) &&
             td_bnt_refresh_trees(&tr->bm, tr->P, NULL, &err) != TD_OK)
             goto fail;
         for (int i = 0; i < tr->train.n; i++)

@@ -666,6 +666,42 @@ START_TEST(test_cli_end_to_end)
         td_bnn_free(fa);
         td_bnn_free(ff);
     }
+    /* word tying from a's checkpoint: every word tied (no ramp) leaves no
+     * mask word in the exported plan; half the words, twice, gives the
+     * same bytes and fewer mask words than a */
+    snprintf(args, sizeof args,
+             BTINY " --epochs 1 --mst-tie 1 --mst-tie-ramp 0 --warmup 0 "
+                   "--init %s/a.ckpt --data %s --out %s/t1.safetensors",
+             tmpdir, tmpdir, tmpdir);
+    ck_assert_int_eq(run(args), 0);
+    for (int rep = 0; rep < 2; rep++) {
+        snprintf(args, sizeof args,
+                 BTINY " --epochs 2 --mst-tie 0.5 --mst-tie-every 3 "
+                       "--warmup 0 --init %s/a.ckpt --data %s "
+                       "--out %s/t%d.safetensors",
+                 tmpdir, tmpdir, tmpdir, 2 + rep);
+        ck_assert_int_eq(run(args), 0);
+    }
+    {
+        td_bnn_model *fa = NULL, *f1 = NULL, *f2 = NULL;
+        td_error err;
+        char p3[256];
+        snprintf(p2, sizeof p2, "%s/t2.safetensors", tmpdir);
+        snprintf(p3, sizeof p3, "%s/t3.safetensors", tmpdir);
+        ck_assert(same_file(p2, p3));
+        snprintf(p3, sizeof p3, "%s/t1.safetensors", tmpdir);
+        ck_assert_int_eq(td_bnn_open(&fa, p1, &err), TD_OK);
+        ck_assert_msg(td_bnn_open(&f1, p3, &err) == TD_OK, "%s", err.msg);
+        ck_assert_msg(td_bnn_open(&f2, p2, &err) == TD_OK, "%s", err.msg);
+        ck_assert_int_eq(f1->total.mask_words, 0);
+        ck_assert_msg(f2->total.mask_words < fa->total.mask_words,
+                      "mask words %lld -> %lld",
+                      (long long)fa->total.mask_words,
+                      (long long)f2->total.mask_words);
+        td_bnn_free(fa);
+        td_bnn_free(f1);
+        td_bnn_free(f2);
+    }
     /* SGD, SAM and MESA run on binary networks too */
     {
         const char *opts[] = {"--opt sgd --base sgd --lr 0.05",
