@@ -37,6 +37,8 @@
 #include "td_optim.h"
 #include "td_rng.h"
 #include "td_safetensors.h"
+#include "td_scaling.h"
+#include "td_sharpness.h"
 #include "td_tinynet_arch.h"
 #include "td_tinynet_train.h"
 #include "td_train_layers.h"
@@ -68,6 +70,10 @@ typedef struct config {
     int train_limit, test_limit;
     double bn_momentum;
     int stop_after;       /* testing aid: exit 3 after N epochs, as if killed */
+    char scaling[12];     /* --flops rule: tiny | compound */
+    int base_res;         /* resolution at r = 1 for --flops (224) */
+    int sharp_n;          /* images for the per-epoch sharpness (0: off) */
+    double sharp_rho;     /* its radius (SAF Fig. 4b: 0.05) */
     /* binary networks */
     int bnn;
     char arch_json[4096]; /* JSON text, or empty for the preset */
@@ -110,6 +116,10 @@ static void config_defaults(config *c)
     c->pad = 2;
     c->flip = 1;
     c->bn_momentum = 0.1;
+    snprintf(c->scaling, sizeof c->scaling, "tiny");
+    c->base_res = 224;
+    c->sharp_n = 1024;
+    c->sharp_rho = 0.05;
     c->bnn_step1 = -1;
     c->mst_tie_ramp = 0.5;
 }
@@ -320,6 +330,16 @@ static int apply(config *c, const char *key, const char *v, td_error *err)
         bad = parse_int(v, 0, 1, &c->quiet);
     else if (!strcmp(key, "config"))
         return load_config_file(c, v, err);
+    else if (!strcmp(key, "scaling")) {
+        bad = strcmp(v, "tiny") && strcmp(v, "compound");
+        if (!bad)
+            copy_str(c->scaling, sizeof c->scaling, v);
+    } else if (!strcmp(key, "base-res"))
+        bad = parse_int(v, 8, 1024, &c->base_res);
+    else if (!strcmp(key, "sharpness"))
+        bad = parse_int(v, 0, 1 << 30, &c->sharp_n);
+    else if (!strcmp(key, "sharpness-rho"))
+        bad = parse_num(v, 0, 10, &c->sharp_rho);
     else {
         td_error_set(err, TD_EINVAL, "unknown option --%s", key);
         return -1;
@@ -437,6 +457,9 @@ struct trainer {
     int pass_train, pass_record, pass_kl, pass_teacher, pass_backward;
     float lr;
     json_t *history;     /* array of per-epoch objects */
+    float *sharp_x;      /* (sharp_n, res, res, 1) clean training views */
+    int sharp_n;
+    double phi;          /* compound scaling's phi under --flops */
 };
 
 /* ReActNet's step 2 (binary weights) from epoch bnn_step1 on. */
@@ -886,10 +909,178 @@ static json_t *config_json(const trainer *tr)
     return o;
 }
 
+/* ---- safexp: sharpness per epoch and the --flops scaling rules
+ * (docs/TRAINING.md "The papers' claims at our scale") */
+
+/* --flops: the tiny formula or compound scaling, at --base-res. */
+static td_status solve_flops(const config *c, td_tn_arch *a, double *phi,
+                             td_error *err)
+{
+    td_scaling_rule rule;
+    if (td_scaling_parse(c->scaling, &rule, err) != TD_OK)
+        return TD_EINVAL;
+    return td_scaling_for_flops(a, rule, c->flops, c->base_res, CLASSES, phi,
+                                err);
+}
+
+static void add_scaling_json(json_t *cfg, const trainer *tr)
+{
+    const config *c = &tr->cfg;
+    if (!cfg)
+        return;
+    if (c->flops > 0) {
+        json_object_set_new(cfg, "flops_budget", json_real(c->flops));
+        json_object_set_new(cfg, "scaling", json_string(c->scaling));
+        json_object_set_new(cfg, "base_res", json_integer(c->base_res));
+        json_object_set_new(cfg, "phi", json_real(tr->phi));
+    }
+    json_object_set_new(cfg, "sharpness_images", json_integer(tr->sharp_n));
+    json_object_set_new(cfg, "sharpness_rho", json_real(c->sharp_rho));
+}
+
+/* Clean (unaugmented) views of the first n training images, the fixed
+ * subset the sharpness is measured on every epoch. */
+static float *sharp_views(const td_dataset *d, int n, int res, float mean,
+                          float std)
+{
+    size_t img = (size_t)res * res;
+    float *x = malloc((size_t)n * img * sizeof(float));
+    if (!x)
+        return NULL;
+    for (int i = 0; i < n; i++)
+        td_dataset_view(d, i, 0, 0, 0, res, res, mean, std, x + i * img);
+    return x;
+}
+
+static int sharp_prepare(trainer *tr, td_error *err)
+{
+    int n = tr->cfg.sharp_n < tr->train.n ? tr->cfg.sharp_n : tr->train.n;
+    if (n <= 0 || tr->cfg.bnn) /* TinyNet only: td_sharpness drives td_tnt */
+        return 0;
+    tr->sharp_x = sharp_views(&tr->train, n, tr->m.res, tr->mean, tr->std);
+    if (!tr->sharp_x) {
+        td_error_set(err, TD_ENOMEM, "sharpness images");
+        return -1;
+    }
+    tr->sharp_n = n;
+    return 0;
+}
+
+/* Measure R after an epoch (outside the timed part) into its report
+ * object. Chunks of one worker's part: the ghost-batch size of training. */
+static int sharp_epoch(trainer *tr, json_t *ep, td_error *err)
+{
+    td_sharpness s;
+    double t0 = now_s();
+    if (!tr->sharp_n || !ep)
+        return 0;
+    if (td_sharpness_measure(&tr->m, &tr->w[0].ws, tr->sharp_x,
+                             tr->train.labels, tr->sharp_n,
+                             tr->w[0].ws.max_batch, tr->cfg.sharp_rho, &s,
+                             err) != TD_OK)
+        return -1;
+    json_object_set_new(ep, "sharpness", json_real(s.sharpness));
+    json_object_set_new(ep, "sharpness_loss", json_real(s.loss));
+    json_object_set_new(ep, "sharpness_grad_norm", json_real(s.grad_norm));
+    json_object_set_new(ep, "sharpness_seconds", json_real(now_s() - t0));
+    if (!tr->cfg.quiet)
+        fprintf(stderr,
+                "  sharpness R = %.5f (L %.4f, |g| %.4f, rho %g, %d images)\n",
+                s.sharpness, s.loss, s.grad_norm, s.rho, s.n);
+    return 0;
+}
+
+static void dataset_truncate(td_dataset *d, int limit);
+
+/* tinyd-train sharpness MODEL: the same measure on a saved model. */
+static int sharpness_main(const char *path, const config *c)
+{
+    td_tnt_model m;
+    td_dataset train;
+    td_tnt_ws ws;
+    td_error err = {0};
+    td_sharpness s;
+    float mean, std, *x = NULL;
+    int chunk = (c->batch + c->threads - 1) / c->threads, n, rc = 1;
+    memset(&ws, 0, sizeof ws);
+    if (td_tnt_load(&m, path, &mean, &std, &err) != TD_OK) {
+        fprintf(stderr, "tinyd-train sharpness: %s\n", err.msg);
+        return 1;
+    }
+    if (td_dataset_load(&train, c->data, "train", CLASSES, &err) != TD_OK) {
+        fprintf(stderr, "tinyd-train sharpness: %s\n", err.msg);
+        td_tnt_free(&m);
+        return 1;
+    }
+    dataset_truncate(&train, c->train_limit);
+    n = c->sharp_n < train.n ? c->sharp_n : train.n;
+    openblas_set_num_threads(1);
+    if (n <= 0)
+        td_error_set(&err, TD_EINVAL, "--sharpness %d: no images", n);
+    else if (!(x = sharp_views(&train, n, m.res, mean, std)))
+        td_error_set(&err, TD_ENOMEM, "sharpness images");
+    if (!x || td_tnt_ws_init(&ws, &m, chunk, &err) != TD_OK ||
+        td_sharpness_measure(&m, &ws, x, train.labels, n, chunk, c->sharp_rho,
+                             &s, &err) != TD_OK) {
+        fprintf(stderr, "tinyd-train sharpness: %s\n", err.msg);
+        goto out;
+    }
+    printf("{\"model\": \"%s\", \"sharpness\": %.6g, \"loss\": %.6g, "
+           "\"loss_perturbed\": %.6g, \"grad_norm\": %.6g, \"rho\": %g, "
+           "\"images\": %d, \"chunk\": %d}\n",
+           path, s.sharpness, s.loss, s.loss_perturbed, s.grad_norm, s.rho,
+           s.n, chunk);
+    rc = 0;
+out:
+    td_tnt_ws_free(&ws);
+    free(x);
+    td_dataset_free(&train);
+    td_tnt_free(&m);
+    return rc;
+}
+
+static int build_arch(trainer *tr, td_error *err);
+
+/* tinyd-train arch [model flags]: what would be trained, without data. */
+static int arch_main(const config *c)
+{
+    trainer *tr = calloc(1, sizeof *tr);
+    td_error err = {0};
+    td_tn_counts cnt;
+    if (!tr)
+        return 1;
+    tr->cfg = *c;
+    if (build_arch(tr, &err)) {
+        fprintf(stderr, "tinyd-train arch: %s\n", err.msg);
+        free(tr);
+        return 2;
+    }
+    td_tn_arch_count(&tr->arch, tr->cfg.res, tr->cfg.res, &cnt);
+    printf("{\"r\": %g, \"d\": %g, \"w\": %g, \"resolution\": %d, "
+           "\"blocks\": %d, \"repeats\": [%d,%d,%d,%d,%d,%d,%d], "
+           "\"macs\": %lld, \"params\": %lld",
+           tr->arch.r, tr->arch.d, tr->arch.w, tr->cfg.res, tr->arch.n_blocks,
+           tr->arch.stage_repeats[0], tr->arch.stage_repeats[1],
+           tr->arch.stage_repeats[2], tr->arch.stage_repeats[3],
+           tr->arch.stage_repeats[4], tr->arch.stage_repeats[5],
+           tr->arch.stage_repeats[6], (long long)cnt.macs,
+           (long long)cnt.params);
+    if (c->flops > 0)
+        printf(", \"scaling\": \"%s\", \"base_res\": %d, \"phi\": %g, "
+               "\"budget\": %.0f, \"budget_used\": %.4f",
+               c->scaling, c->base_res, tr->phi, c->flops,
+               (double)cnt.macs / c->flops);
+    printf("}\n");
+    free(tr);
+    return 0;
+}
+
 static int write_report(trainer *tr, td_error *err)
 {
-    json_t *root = json_pack("{s:o, s:O}", "config", config_json(tr),
-                             "epochs", tr->history);
+    json_t *cfg = config_json(tr);
+    json_t *root;
+    add_scaling_json(cfg, tr);
+    root = json_pack("{s:o, s:O}", "config", cfg, "epochs", tr->history);
     char *txt = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
     int rc = 0;
     json_decref(root);
@@ -1233,7 +1424,12 @@ static void usage(FILE *f)
             "data:     --data DIR (IDX files) --pad 2 --flip 0|1 "
             "--train-limit N --test-limit N\n"
             "files:    --out FILE --report FILE --checkpoint FILE --resume "
-            "--config FILE --quiet\n");
+            "--config FILE --quiet\n"
+            "--flops:  --scaling tiny|compound --base-res 224\n"
+            "measure:  --sharpness 1024 (images; 0: off) --sharpness-rho 0.05\n"
+            "       tinyd-train sharpness MODEL [--data DIR] [--sharpness N] "
+            "[--sharpness-rho X] [--batch N --threads N]\n"
+            "       tinyd-train arch [model flags]   (print the architecture)\n");
 }
 
 static void free_trainer(trainer *tr)
@@ -1255,6 +1451,7 @@ static void free_trainer(trainer *tr)
     free(tr->saf);
     free(tr->order);
     free(tr->batch_idx);
+    free(tr->sharp_x);
     json_decref(tr->history);
     td_tnt_free(&tr->m);
     td_bnt_free(&tr->bm);
@@ -1351,7 +1548,7 @@ static int build_arch(trainer *tr, td_error *err)
                             "binary networks (--bnn)"),
                -1;
     if (c->flops > 0)
-        st = td_tn_arch_for_flops(&tr->arch, c->flops, CLASSES, err);
+        st = solve_flops(c, &tr->arch, &tr->phi, err);
     else if (c->preset[0])
         st = td_tn_arch_preset(&tr->arch, c->preset, CLASSES, err);
     else if (c->r > 0 || c->d > 0 || c->w > 0) {
@@ -1503,6 +1700,8 @@ static int train_main(config *c)
         td_error_set(&err, TD_ENOMEM, "optimiser state");
         goto fail;
     }
+    if (sharp_prepare(tr, &err))
+        goto fail;
     tr->steps_per_epoch = tr->train.n / c->batch; /* drop the last part */
     tr->total_steps = tr->steps_per_epoch * c->epochs;
     if (c->resume) {
@@ -1655,6 +1854,10 @@ static int train_main(config *c)
                       "train_cpu_seconds", train_cpu, "images_per_s",
                       seen / train_s, "images_per_cpu_s", seen / train_cpu,
                       "lr", tr->lr));
+        if (sharp_epoch(tr, json_array_get(tr->history,
+                                           json_array_size(tr->history) - 1),
+                        &err))
+            goto fail;
         if (!c->quiet)
             fprintf(stderr,
                     "epoch %d/%d: loss %.4f train %.2f%% test %.2f%% "
@@ -1899,8 +2102,8 @@ int main(int argc, char **argv)
 {
     config c;
     td_error err = {0};
-    const char *eval_path = NULL;
-    int i = 1;
+    const char *eval_path = NULL, *sharp_path = NULL;
+    int i = 1, arch_only = 0;
     /* A write past RLIMIT_FSIZE must fail with EFBIG (reported, the
      * previous file kept) instead of killing us with SIGXFSZ. */
     signal(SIGXFSZ, SIG_IGN);
@@ -1920,6 +2123,17 @@ int main(int argc, char **argv)
         }
         eval_path = argv[2];
         i = 3;
+    } else if (argc > 1 && !strcmp(argv[1], "sharpness")) {
+        if (argc < 3 || argv[2][0] == '-') {
+            fprintf(stderr, "tinyd-train sharpness: which MODEL?\n");
+            usage(stderr);
+            return 2;
+        }
+        sharp_path = argv[2];
+        i = 3;
+    } else if (argc > 1 && !strcmp(argv[1], "arch")) {
+        arch_only = 1;
+        i = 2;
     }
     for (; i < argc; i++) {
         const char *a = argv[i];
@@ -1950,5 +2164,9 @@ int main(int argc, char **argv)
     }
     if (eval_path)
         return eval_main(eval_path, &c);
+    if (sharp_path)
+        return sharpness_main(sharp_path, &c);
+    if (arch_only)
+        return arch_main(&c);
     return train_main(&c);
 }

@@ -20,57 +20,28 @@ Skipped when the Debian package dataset-fashion-mnist is not installed."""
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean (distcheck)
 import base64
-import gzip
-import math
 import os
 import re
-import struct
 import subprocess
 import tempfile
-import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tdtest  # noqa: E402
+import fmnist  # noqa: E402
+from fmnist import idx, png_grey, softmax  # noqa: E402
 from tdtest import check, eq  # noqa: E402
 
-DATA = "/usr/share/datasets/fashion-mnist"
+DATA = fmnist.DATA
 TRAIN = os.path.join(tdtest.BUILDDIR, "models", "tinyd-train")
 N = 40
 PROB_TOL = 1e-3
-LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-          "Shirt", "Sneaker", "Bag", "Ankle boot"]
+LABELS = fmnist.LABELS
 
 t = tdtest.TAP()
-have_data = os.path.exists(os.path.join(DATA, "t10k-images-idx3-ubyte.gz"))
+have_data = fmnist.installed()
 tmp = tempfile.mkdtemp(prefix="tdtrain-")
 model = os.path.join(tmp, "models", "fmnist.safetensors")
 os.makedirs(os.path.dirname(model))
-
-
-def idx(path):
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = struct.unpack(">%dI" % ndim, raw[4:4 + 4 * ndim])
-    return dims, raw[4 + 4 * ndim:]
-
-
-def png_grey(pixels, w, h):
-    def chunk(kind, body):
-        c = kind + body
-        return struct.pack(">I", len(body)) + c + \
-            struct.pack(">I", zlib.crc32(c) & 0xffffffff)
-    rows = b"".join(b"\0" + pixels[y * w:(y + 1) * w] for y in range(h))
-    return (b"\x89PNG\r\n\x1a\n" +
-            chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) +
-            chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
-
-
-def softmax(z):
-    m = max(z)
-    e = [math.exp(v - m) for v in z]
-    s = sum(e)
-    return [v / s for v in e]
 
 
 state = {}
