@@ -782,7 +782,10 @@ static td_status from_latent_oihw(td_bnn_model **out,
                                 (size_t)t * (size_t)cw + (size_t)(ci >> 6)] |=
                             (uint64_t)(v < 0) << (ci & 63);
                     }
-            st = td_mst_build(rows[i], c->cout, kw, &plans[i], err);
+            st = src->block_parent[i]
+                     ? td_mst_build_tree(rows[i], c->cout, kw,
+                                         src->block_parent[i], &plans[i], err)
+                     : td_mst_build(rows[i], c->cout, kw, &plans[i], err);
             if (st != TD_OK) {
                 td_error_prefix(err, "export: block %d", i);
                 goto out;

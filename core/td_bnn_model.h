@@ -134,6 +134,8 @@ typedef struct td_bnn_latent {
     td_bnn_bn stem_bn;
     const float *block_w[TD_BNN_MAX_BLOCKS];     /* (Cout, Cin, k, k) */
     const float *block_alpha[TD_BNN_MAX_BLOCKS]; /* (Cout) or NULL */
+    const int32_t *block_parent[TD_BNN_MAX_BLOCKS]; /* (Cout) the plan's
+                                        tree, or NULL for td_mst_build's */
     td_bnn_bn block_bn[TD_BNN_MAX_BLOCKS];
     const float *fc_w, *fc_b;            /* (classes, C_last), (classes) */
     const char *const *labels;           /* classes strings or NULL */

@@ -102,15 +102,21 @@ td_status td_bnt_init(td_bnt_model *m, const td_bnn_arch *a, td_error *err)
     m->params = calloc(np, sizeof(float));
     m->stats = calloc(ns, sizeof(float));
     m->decay = calloc(np, 1);
-    for (int i = 0; i < a->n_blocks; i++)
-        m->parent[i] = malloc((size_t)a->blocks[i].cout * sizeof(int32_t));
+    for (int i = 0; i < a->n_blocks; i++) {
+        const td_bnn_conv_spec *b = &a->blocks[i];
+        int kw = b->k * b->k * td_bp_words(i ? a->blocks[i - 1].cout
+                                               : a->stem.cout);
+        m->parent[i] = malloc((size_t)b->cout * sizeof(int32_t));
+        m->order[i] = malloc((size_t)b->cout * sizeof(int32_t));
+        m->tied[i] = calloc((size_t)b->cout * kw, 1);
+    }
     if (!m->params || !m->stats || !m->decay) {
         td_bnt_free(m);
         return td_error_set(err, TD_ENOMEM, "bnn model of %zu parameters",
                             np);
     }
     for (int i = 0; i < a->n_blocks; i++)
-        if (!m->parent[i]) {
+        if (!m->parent[i] || !m->order[i] || !m->tied[i]) {
             td_bnt_free(m);
             return td_error_set(err, TD_ENOMEM, "bnn trees");
         }
@@ -125,8 +131,11 @@ void td_bnt_free(td_bnt_model *m)
     free(m->params);
     free(m->stats);
     free(m->decay);
-    for (int i = 0; i < TD_BNN_MAX_BLOCKS; i++)
+    for (int i = 0; i < TD_BNN_MAX_BLOCKS; i++) {
         free(m->parent[i]);
+        free(m->order[i]);
+        free(m->tied[i]);
+    }
     memset(m, 0, sizeof *m);
 }
 
@@ -161,6 +170,7 @@ void td_bnt_init_weights(td_bnt_model *m, uint64_t seed)
                 (float)(range * (2.0 * td_rng_float(&rng) - 1.0));
     }
     m->trees_valid = 0;
+    m->n_tied = 0;
 }
 
 /* ------------------------------------------------------------ workspace */
@@ -509,11 +519,14 @@ td_status td_bnt_refresh_trees(td_bnt_model *m, const float *params,
             return st;
         }
         memcpy(m->parent[i], plan.parent, (size_t)l->cout * sizeof(int32_t));
+        memcpy(m->order[i], plan.order, (size_t)l->cout * sizeof(int32_t));
+        memset(m->tied[i], 0, (size_t)l->cout * kw);
         if (stats)
             td_mst_layer_stats(&plan, (int64_t)l->cin * taps, &stats[i]);
         td_mst_plan_free(&plan);
     }
     m->trees_valid = 1;
+    m->n_tied = 0;
     return TD_OK;
 }
 
@@ -537,6 +550,97 @@ double td_bnt_reg(const td_bnt_model *m, const float *params, float *grad,
     return r;
 }
 
+/* ------------------------------------------------------------ tying */
+
+/* Calls fn(child, parent, pos) for every latent position of every tied
+ * word, children in BFS order (rev: reversed). */
+#define TIE_FOR_EACH(m, rev, BODY)                                            \
+    for (int i_ = 0; i_ < (m)->arch.n_blocks; i_++) {                         \
+        const td_bnt_layer *l_ = &(m)->blocks[i_];                            \
+        int cw_ = td_bp_words(l_->cin), kw_ = l_->k * l_->k * cw_;            \
+        size_t off_ = l_->w;                                                  \
+        for (int j_ = 1; j_ < l_->cout; j_++) {                               \
+            int c_ = (m)->order[i_][(rev) ? l_->cout - j_ : j_];              \
+            int p_ = (m)->parent[i_][c_];                                     \
+            const uint8_t *tw_ = (m)->tied[i_] + (size_t)c_ * kw_;            \
+            for (int w_ = 0; w_ < kw_; w_++) {                                \
+                int t_ = w_ / cw_, c0_ = (w_ % cw_) * 64;                     \
+                int c1_ = c0_ + 64 < l_->cin ? c0_ + 64 : l_->cin;            \
+                if (!tw_[w_] || p_ < 0)                                       \
+                    continue;                                                 \
+                for (int ci_ = c0_; ci_ < c1_; ci_++) {                       \
+                    size_t at_ = off_ + ((size_t)t_ * l_->cin + ci_) *        \
+                                            l_->cout;                         \
+                    size_t ch_ = at_ + c_, pa_ = at_ + p_;                    \
+                    BODY;                                                     \
+                }                                                             \
+            }                                                                 \
+        }                                                                     \
+    }
+
+void td_bnt_tie_apply(const td_bnt_model *m, float *params)
+{
+    if (!m->trees_valid || !m->n_tied)
+        return;
+    TIE_FOR_EACH(m, 0, params[ch_] = params[pa_])
+}
+
+void td_bnt_tie_grad(const td_bnt_model *m, float *grad)
+{
+    if (!m->trees_valid || !m->n_tied)
+        return;
+    TIE_FOR_EACH(m, 1, (grad[pa_] += grad[ch_], grad[ch_] = 0))
+}
+
+void td_bnt_tie_select(td_bnt_model *m, float *params, double frac)
+{
+    long n = 0;
+    if (!m->trees_valid)
+        return;
+    if (frac < 0)
+        frac = 0;
+    if (frac > 1)
+        frac = 1;
+    for (int i = 0; i < m->arch.n_blocks; i++) {
+        const td_bnt_layer *l = &m->blocks[i];
+        int cw = td_bp_words(l->cin), kw = l->k * l->k * cw;
+        int want = (int)(frac * kw + 0.5);
+        const float *w = params + l->w;
+        memset(m->tied[i], 0, (size_t)l->cout * kw);
+        for (int c = 0; c < l->cout; c++) {
+            int p = m->parent[i][c];
+            uint8_t *tw = m->tied[i] + (size_t)c * kw;
+            if (p < 0)
+                continue;
+            /* take `want` times the word with the fewest differing bits,
+             * lowest index first: kw is at most 25*8 words, so a
+             * selection by repeated minimum is cheap enough */
+            for (int k = 0; k < want; k++) {
+                int best = -1, best_d = 0;
+                for (int wd = 0; wd < kw; wd++) {
+                    int t = wd / cw, c0 = (wd % cw) * 64, d = 0;
+                    int c1 = c0 + 64 < l->cin ? c0 + 64 : l->cin;
+                    if (tw[wd])
+                        continue;
+                    for (int ci = c0; ci < c1; ci++) {
+                        const float *row =
+                            w + ((size_t)t * l->cin + ci) * l->cout;
+                        d += (row[c] < 0) != (row[p] < 0);
+                    }
+                    if (best < 0 || d < best_d) {
+                        best = wd;
+                        best_d = d;
+                    }
+                }
+                tw[best] = 1;
+                n++;
+            }
+        }
+    }
+    m->n_tied = n;
+    td_bnt_tie_apply(m, params);
+}
+
 /* ------------------------------------------------------------ export */
 
 void td_bnt_latent(const td_bnt_model *m, const float *params,
@@ -556,6 +660,10 @@ void td_bnt_latent(const td_bnt_model *m, const float *params,
         const td_bnt_layer *l = &m->blocks[i];
         out->block_w[i] = params + l->w;
         out->block_alpha[i] = NULL; /* mean |W_c|, as in training */
+        /* tied words are zero mask words only against the parents they
+         * were tied to */
+        out->block_parent[i] = m->trees_valid && m->n_tied ? m->parent[i]
+                                                           : NULL;
         out->block_bn[i] = (td_bnn_bn){params + l->bn.gamma,
                                        params + l->bn.beta,
                                        stats + l->bn.mean, stats + l->bn.var,

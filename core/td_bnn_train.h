@@ -76,7 +76,13 @@ typedef struct td_bnt_model {
                            binary latent weights are never decayed */
     int32_t *parent[TD_BNN_MAX_BLOCKS]; /* owned: MST parent per channel,
                                            -1 at the root (after refresh) */
+    int32_t *order[TD_BNN_MAX_BLOCKS];  /* owned: BFS order of the tree,
+                                           parents first (after refresh) */
+    uint8_t *tied[TD_BNN_MAX_BLOCKS];   /* owned: (cout, kw) 1 where the
+                                           child's word is tied to its
+                                           parent's (--mst-tie) */
     int trees_valid;
+    long n_tied;                        /* tied words over all blocks */
 } td_bnt_model;
 
 /* Saved activations of one layer. */
@@ -172,6 +178,33 @@ td_status td_bnt_refresh_trees(td_bnt_model *m, const float *params,
  * (returns 0 otherwise). */
 double td_bnt_reg(const td_bnt_model *m, const float *params, float *grad,
                   float lambda, int words);
+
+/* ---- word tying (ours, --mst-tie; docs/BNN.md "Word tying")
+ *
+ * The CPU plan's cost of a child is its NONZERO 64-bit mask words (the
+ * (tap, 64-channel group) words of the exported row), so only words where
+ * child and parent agree on every bit save time. Tying makes such words:
+ * td_bnt_tie_select picks, for every child of the current trees, the
+ * round(frac * kw) words where it differs from its parent in the fewest
+ * bits (ties: lower word index) and ties them; td_bnt_tie_apply copies the
+ * parent's latent weights into the child's tied words (in BFS order, so a
+ * chain of ties copies from its top), which makes those mask words exactly
+ * zero. A tied position is one shared parameter: td_bnt_tie_grad adds the
+ * child's gradient there to the parent's (in reverse BFS order, so a
+ * chain's gradients reach its top) and zeroes the child's.
+ * Word w of a row of a layer with cin inputs and cw = ceil(cin/64) words
+ * per tap covers latent rows t*cin + 64*(w%cw) ... (tap t = w / cw).
+ * td_bnt_refresh_trees clears the ties (they name the old parents).
+ * While ties are set, td_bnt_latent gives the exporter these trees, so the
+ * exported plan keeps the tied words' zero masks. */
+
+/* Select and apply the ties at params (needs refreshed trees; frac in
+ * [0, 1]). Sets m->tied and m->n_tied; writes params. */
+void td_bnt_tie_select(td_bnt_model *m, float *params, double frac);
+/* params: child tied words = parent's (BFS order). */
+void td_bnt_tie_apply(const td_bnt_model *m, float *params);
+/* grad: parent += child, child = 0 on tied positions (reverse BFS). */
+void td_bnt_tie_grad(const td_bnt_model *m, float *grad);
 
 /* Fill a td_bnn_latent (KKIO) pointing into params/stats, for
  * td_bnn_export / td_bnn_from_latent. labels may be NULL. */

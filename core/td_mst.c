@@ -205,6 +205,82 @@ td_status td_mst_build(const uint64_t *rows, int c, int kw, td_mst_plan *plan,
     return TD_OK;
 }
 
+td_status td_mst_build_tree(const uint64_t *rows, int c, int kw,
+                            const int32_t *parent, td_mst_plan *plan,
+                            td_error *err)
+{
+    int root = -1, reached;
+    int32_t n_diff = 0, *dep;
+    td_status st;
+    memset(plan, 0, sizeof *plan);
+    if (c < 1 || c > MST_MAX_COUT || kw < 1)
+        return td_error_set(err, TD_EINVAL, "mst: bad sizes cout=%d kw=%d",
+                            c, kw);
+    for (int j = 0; j < c; j++) {
+        if (parent[j] < -1 || parent[j] >= c || parent[j] == j)
+            return td_error_set(err, TD_EINVAL,
+                                "mst: channel %d's parent %d is out of range",
+                                j, parent[j]);
+        if (parent[j] < 0) {
+            if (root >= 0)
+                return td_error_set(err, TD_EINVAL,
+                                    "mst: two roots (%d and %d)", root, j);
+            root = j;
+        } else {
+            for (int w = 0; w < kw; w++)
+                n_diff += rows[(size_t)j * (size_t)kw + (size_t)w] !=
+                          rows[(size_t)parent[j] * (size_t)kw + (size_t)w];
+        }
+    }
+    if (root < 0)
+        return td_error_set(err, TD_EINVAL, "mst: no root");
+    st = td_mst_plan_alloc(plan, c, kw, n_diff, err);
+    if (st != TD_OK)
+        return st;
+    memcpy(plan->parent, parent, (size_t)c * sizeof *parent);
+    reached = bfs_order(plan->parent, c, root, plan->order);
+    dep = malloc((size_t)c * sizeof *dep);
+    if (reached != c || !dep) {
+        free(dep);
+        td_mst_plan_free(plan);
+        if (reached != c)
+            return td_error_set(err, TD_EINVAL,
+                                "mst: the parents are not a tree (a cycle "
+                                "leaves %d channels unreached)",
+                                c - (reached > 0 ? reached : 0));
+        return td_error_set(err, TD_ENOMEM, "mst: out of memory");
+    }
+    plan->root = root;
+    dep[root] = 0;
+    for (int i = 1; i < c; i++) {
+        int v = plan->order[i];
+        dep[v] = dep[plan->parent[v]] + 1;
+        if (dep[v] > plan->depth)
+            plan->depth = dep[v];
+    }
+    free(dep);
+    n_diff = 0;
+    for (int j = 0; j < c; j++) {
+        int p = plan->parent[j];
+        plan->diff_ptr[j] = n_diff;
+        if (p < 0)
+            continue;
+        plan->distance += td_mst_hamming(rows + (size_t)j * (size_t)kw,
+                                         rows + (size_t)p * (size_t)kw, kw);
+        for (int w = 0; w < kw; w++) {
+            uint64_t m = rows[(size_t)j * (size_t)kw + (size_t)w] ^
+                         rows[(size_t)p * (size_t)kw + (size_t)w];
+            if (m) {
+                plan->diff_idx[n_diff] = w;
+                plan->diff_mask[n_diff] = m;
+                n_diff++;
+            }
+        }
+    }
+    plan->diff_ptr[c] = n_diff;
+    return TD_OK;
+}
+
 td_status td_mst_validate(const td_mst_plan *p, const uint64_t *rows,
                           const char *what, td_error *err)
 {

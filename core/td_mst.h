@@ -90,6 +90,15 @@ typedef struct td_mst_stats {
 td_status td_mst_build(const uint64_t *rows, int cout, int kw,
                        td_mst_plan *plan, td_error *err);
 
+/* The plan for a GIVEN tree (parent per channel, -1 at the one root):
+ * used when a trainer tied words to these parents (td_bnn_train's word
+ * tying), where a fresh minimum tree could pick other parents and lose
+ * the zero mask words. Any spanning tree is exact; depth and distance
+ * are this tree's. TD_EINVAL when parent is not a tree. */
+td_status td_mst_build_tree(const uint64_t *rows, int cout, int kw,
+                            const int32_t *parent, td_mst_plan *plan,
+                            td_error *err);
+
 /* Allocate an empty plan with room for n_diff entries (for loaders). */
 td_status td_mst_plan_alloc(td_mst_plan *plan, int cout, int kw,
                             int32_t n_diff, td_error *err);

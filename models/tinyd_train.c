@@ -80,6 +80,12 @@ typedef struct config {
     int bnn_step1;        /* epochs of ReActNet step 1; -1: epochs / 3 */
     double mst_lambda;
     int mst_words;        /* the word-group variant of the regulariser */
+    double mst_tie;       /* word tying (ours): fraction of each child's
+                             words tied to its parent at the end of the
+                             ramp; 0 off */
+    double mst_tie_ramp;  /* the fraction of the run over which it grows */
+    int mst_tie_every;    /* re-select the ties every N steps; 0: 8 times
+                             per epoch */
     char init[PATH_LEN];  /* checkpoint whose weights start the run */
     int base_given, out_given;
 } config;
@@ -115,6 +121,7 @@ static void config_defaults(config *c)
     c->sharp_n = 1024;
     c->sharp_rho = 0.05;
     c->bnn_step1 = -1;
+    c->mst_tie_ramp = 0.5;
 }
 
 /* The binary presets: "bnn_fmnist" is the shape docs/BNN.md measures,
@@ -232,6 +239,12 @@ static int apply(config *c, const char *key, const char *v, td_error *err)
         }
     } else if (!strcmp(key, "mst-words"))
         bad = parse_int(v, 0, 1, &c->mst_words);
+    else if (!strcmp(key, "mst-tie"))
+        bad = parse_num(v, 0, 1, &c->mst_tie);
+    else if (!strcmp(key, "mst-tie-ramp"))
+        bad = parse_num(v, 0, 1, &c->mst_tie_ramp);
+    else if (!strcmp(key, "mst-tie-every"))
+        bad = parse_int(v, 0, 1000000, &c->mst_tie_every);
     else if (!strcmp(key, "init"))
         bad = copy_str(c->init, sizeof c->init, v);
     else if (!strcmp(key, "r"))
@@ -646,6 +659,16 @@ static void update_running(trainer *tr)
                               (float)tr->cfg.bn_momentum);
 }
 
+/* Word tying's schedule: the fraction of each child's words tied at this
+ * step grows linearly from 0 to --mst-tie over the first --mst-tie-ramp of
+ * the run's steps, then stays. */
+static double tie_fraction(const trainer *tr)
+{
+    double ramp = tr->cfg.mst_tie_ramp * (double)tr->total_steps, x;
+    x = ramp > 0 ? (double)tr->step / ramp : 1.0;
+    return tr->cfg.mst_tie * (x < 1 ? x : 1);
+}
+
 /* One optimisation step on batch_idx; returns loss sums and correct. */
 static void train_step(trainer *tr, double *loss, double *kl, int *correct)
 {
@@ -690,7 +713,11 @@ static void train_step(trainer *tr, double *loss, double *kl, int *correct)
     if (tr->bnn && c->mst_lambda > 0) /* pull children toward parents */
         tr->reg_sum += td_bnt_reg(&tr->bm, tr->P, g, (float)c->mst_lambda,
                                   c->mst_words);
+    if (tr->bnn && c->mst_tie > 0) /* a tied word is one shared weight */
+        td_bnt_tie_grad(&tr->bm, g);
     apply_update(tr, g);
+    if (tr->bnn && c->mst_tie > 0)
+        td_bnt_tie_apply(&tr->bm, tr->P);
     if (mesa) {
         td_ema_update(tr->ema_p, tr->P, tr->np, (float)c->mesa_decay);
         td_ema_update(tr->ema_s, tr->S, tr->ns, (float)c->mesa_decay);
@@ -871,6 +898,12 @@ static json_t *config_json(const trainer *tr)
         json_object_set_new(o, "bnn_step1", json_integer(c->bnn_step1));
         json_object_set_new(o, "mst_lambda", json_real(c->mst_lambda));
         json_object_set_new(o, "mst_words", json_integer(c->mst_words));
+        if (c->mst_tie > 0) {
+            json_object_set_new(o, "mst_tie", json_real(c->mst_tie));
+            json_object_set_new(o, "mst_tie_ramp", json_real(c->mst_tie_ramp));
+            json_object_set_new(o, "mst_tie_every",
+                                json_integer(c->mst_tie_every));
+        }
         json_object_set_new(o, "init", json_string(c->init));
     }
     return o;
@@ -1076,6 +1109,11 @@ static void fingerprint(const trainer *tr, char *buf, size_t len)
                  c->epochs, c->batch, c->threads, c->lr, c->wd,
                  (unsigned long long)c->seed, tr->train.n, c->init);
         free(aj);
+        if (c->mst_tie > 0) {
+            size_t at = strlen(buf);
+            snprintf(buf + at, len - at, " tie=%.10g/%.10g/%d", c->mst_tie,
+                     c->mst_tie_ramp, c->mst_tie_every);
+        }
         return;
     }
     snprintf(buf, len,
@@ -1379,6 +1417,8 @@ static void usage(FILE *f)
             "SAM:      --rho 0.05\n"
             "binary:   --bnn-step1 EPOCHS (real weights first; default "
             "epochs/3) --mst-lambda X (>= 0) --mst-words 0|1\n"
+            "          --mst-tie FRAC (0..1, word tying) --mst-tie-ramp "
+            "FRAC (0.5) --mst-tie-every STEPS\n"
             "          --init CHECKPOINT (start from a binary run's "
             "weights)\n"
             "data:     --data DIR (IDX files) --pad 2 --flip 0|1 "
@@ -1502,10 +1542,10 @@ static int build_arch(trainer *tr, td_error *err)
     td_status st;
     if (c->bnn)
         return build_bnn_arch(tr, err);
-    if (c->init[0] || c->mst_lambda > 0)
+    if (c->init[0] || c->mst_lambda > 0 || c->mst_tie > 0)
         return td_error_set(err, TD_EINVAL,
-                            "--init and --mst-lambda are for binary networks "
-                            "(--bnn)"),
+                            "--init, --mst-lambda and --mst-tie are for "
+                            "binary networks (--bnn)"),
                -1;
     if (c->flops > 0)
         st = solve_flops(c, &tr->arch, &tr->phi, err);
@@ -1725,6 +1765,10 @@ static int train_main(config *c)
      * checkpoint (a real divergence cannot be placed on demand). */
     const char *fault = getenv("TD_TRAIN_FAULT_NAN_EPOCH");
     int nan_at_epoch = fault ? atoi(fault) : 0;
+    long tie_every = c->mst_tie_every > 0 ? c->mst_tie_every
+                                          : (tr->steps_per_epoch + 7) / 8;
+    if (tie_every < 1)
+        tie_every = 1;
     for (tr->epoch = start_epoch; tr->epoch < c->epochs; tr->epoch++) {
         uint64_t s = td_rng_mix(c->seed, (uint64_t)tr->epoch + 1, 0x5417);
         double t0 = now_s(), c0 = cpu_s(), loss_sum = 0, kl_sum = 0;
@@ -1738,7 +1782,12 @@ static int train_main(config *c)
                 memset(tr->buf2, 0, tr->np * sizeof(float));
         }
         tr->reg_sum = 0;
-        if (tr->bnn && c->mst_lambda > 0 &&
+        /* with ties the trees are built once, at the run's first epoch:
+         * a rebuilt tree names other parents, and re-tying to them undid
+         * the adaptation (measured, docs/BNN.md "Word tying") */
+        if (tr->bnn &&
+            ((c->mst_lambda > 0 && c->mst_tie == 0) ||
+             (c->mst_tie > 0 && tr->epoch == start_epoch)) &&
             td_bnt_refresh_trees(&tr->bm, tr->P, NULL, &err) != TD_OK)
             goto fail;
         for (int i = 0; i < tr->train.n; i++)
@@ -1753,6 +1802,8 @@ static int train_main(config *c)
             int cor;
             memcpy(tr->batch_idx, tr->order + b * c->batch,
                    (size_t)c->batch * sizeof(int));
+            if (tr->bnn && c->mst_tie > 0 && b % tie_every == 0)
+                td_bnt_tie_select(&tr->bm, tr->P, tie_fraction(tr));
             train_step(tr, &loss, &kl, &cor);
             if (nan_at_epoch == tr->epoch + 1)
                 loss = NAN; /* fault injection, see docs/TRAINING.md */
@@ -1832,6 +1883,9 @@ static int train_main(config *c)
                                 json_integer(tr->last_total.distance));
             json_object_set_new(h, "mask_words",
                                 json_integer(tr->last_total.mask_words));
+            if (c->mst_tie > 0)
+                json_object_set_new(h, "tied_words",
+                                    json_integer(tr->bm.n_tied));
             if (!c->quiet)
                 fprintf(stderr,
                         "  step %d: exported %s: test %.2f%% (td_bnn_forward, "

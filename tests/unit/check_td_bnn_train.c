@@ -666,6 +666,42 @@ START_TEST(test_cli_end_to_end)
         td_bnn_free(fa);
         td_bnn_free(ff);
     }
+    /* word tying from a's checkpoint: every word tied (no ramp) leaves no
+     * mask word in the exported plan; half the words, twice, gives the
+     * same bytes and fewer mask words than a */
+    snprintf(args, sizeof args,
+             BTINY " --epochs 1 --mst-tie 1 --mst-tie-ramp 0 --warmup 0 "
+                   "--init %s/a.ckpt --data %s --out %s/t1.safetensors",
+             tmpdir, tmpdir, tmpdir);
+    ck_assert_int_eq(run(args), 0);
+    for (int rep = 0; rep < 2; rep++) {
+        snprintf(args, sizeof args,
+                 BTINY " --epochs 2 --mst-tie 0.5 --mst-tie-every 3 "
+                       "--warmup 0 --init %s/a.ckpt --data %s "
+                       "--out %s/t%d.safetensors",
+                 tmpdir, tmpdir, tmpdir, 2 + rep);
+        ck_assert_int_eq(run(args), 0);
+    }
+    {
+        td_bnn_model *fa = NULL, *f1 = NULL, *f2 = NULL;
+        td_error err;
+        char p3[256];
+        snprintf(p2, sizeof p2, "%s/t2.safetensors", tmpdir);
+        snprintf(p3, sizeof p3, "%s/t3.safetensors", tmpdir);
+        ck_assert(same_file(p2, p3));
+        snprintf(p3, sizeof p3, "%s/t1.safetensors", tmpdir);
+        ck_assert_int_eq(td_bnn_open(&fa, p1, &err), TD_OK);
+        ck_assert_msg(td_bnn_open(&f1, p3, &err) == TD_OK, "%s", err.msg);
+        ck_assert_msg(td_bnn_open(&f2, p2, &err) == TD_OK, "%s", err.msg);
+        ck_assert_int_eq(f1->total.mask_words, 0);
+        ck_assert_msg(f2->total.mask_words < fa->total.mask_words,
+                      "mask words %lld -> %lld",
+                      (long long)fa->total.mask_words,
+                      (long long)f2->total.mask_words);
+        td_bnn_free(fa);
+        td_bnn_free(f1);
+        td_bnn_free(f2);
+    }
     /* SGD, SAM and MESA run on binary networks too */
     {
         const char *opts[] = {"--opt sgd --base sgd --lr 0.05",
@@ -742,6 +778,196 @@ START_TEST(test_cli_end_to_end)
 }
 END_TEST
 
+/* Word tying (--mst-tie): a 70-channel stem makes block 0's rows two words
+ * per tap (64 + 6 channels), so the word <-> latent-row mapping is checked
+ * across a word boundary. */
+static const char *TIE_ARCH =
+    "{\"in_ch\":1,\"in_h\":10,\"in_w\":10,"
+    "\"stem\":{\"cout\":70,\"k\":3,\"stride\":1},"
+    "\"blocks\":[{\"cout\":20,\"k\":3,\"stride\":1},"
+    "{\"cout\":12,\"k\":1,\"stride\":1}],"
+    "\"classes\":10}";
+
+/* Train `steps` tied steps from seed 5 (ties re-selected at frac each 3
+ * steps, as the trainer does); the model is left in m. */
+static void tie_train(td_bnt_model *m, double frac, int steps)
+{
+    td_bnn_arch a;
+    td_bnt_ws ws;
+    td_error err = {0};
+    int n = 8, k = 10;
+    uint64_t keep = rng_state;
+    float *x, *dlog = zerov((size_t)n * k), *mom, *vel;
+    uint8_t lab[8];
+    rng_state = 4242; /* the same inputs on every call */
+    x = randv((size_t)n * 100, 1.5f);
+    rng_state = keep;
+    for (int i = 0; i < n; i++)
+        lab[i] = (uint8_t)(i % k);
+    ck_assert_int_eq(td_bnn_arch_parse(TIE_ARCH, &a, &err), TD_OK);
+    ck_assert_int_eq(td_bnt_init(m, &a, &err), TD_OK);
+    td_bnt_init_weights(m, 5);
+    ck_assert_int_eq(td_bnt_ws_init(&ws, m, n, &err), TD_OK);
+    mom = zerov(m->n_params);
+    vel = zerov(m->n_params);
+    ck_assert_int_eq(td_bnt_refresh_trees(m, m->params, NULL, &err), TD_OK);
+    for (int s = 0; s < steps; s++) {
+        td_adamw o = {3e-3f, 0.9f, 0.999f, 1e-8f, 0};
+        td_bnt_ws *list[1] = {&ws};
+        if (s % 3 == 0)
+            td_bnt_tie_select(m, m->params, frac);
+        td_bnt_forward(m, &ws, m->params, m->stats, x, n, 1, 1);
+        td_tl_xent(dlog, ws.logits, lab, n, k, 0, 1.0f / n, NULL);
+        memset(ws.grad, 0, m->n_params * sizeof(float));
+        td_bnt_backward(m, &ws, m->params, dlog);
+        td_bnt_tie_grad(m, ws.grad);
+        td_bnt_update_running(m, m->stats, list, 1, 0.3f);
+        td_adamw_step(&o, m->params, ws.grad, mom, vel, m->decay,
+                      m->n_params, s + 1);
+        td_bnt_tie_apply(m, m->params);
+    }
+    free(x);
+    free(dlog);
+    free(mom);
+    free(vel);
+    td_bnt_ws_free(&ws);
+}
+
+/* Export m and open the file; the caller frees. */
+static td_bnn_model *tie_export(const td_bnt_model *m)
+{
+    td_bnn_latent lat;
+    td_bnn_model *fm = NULL;
+    td_error err = {0};
+    char path[] = "/tmp/td_bnt_tie_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    td_bnt_latent(m, m->params, m->stats, NULL, 0, 1, &lat);
+    ck_assert_msg(td_bnn_export(&lat, path, &err) == TD_OK, "%s", err.msg);
+    ck_assert_msg(td_bnn_open(&fm, path, &err) == TD_OK, "%s", err.msg);
+    unlink(path);
+    return fm;
+}
+
+START_TEST(test_tie_zero_mask_words)
+{
+    td_bnt_model m, m2, m0;
+    td_bnn_model *fm, *fm0;
+    int matched = 0;
+    /* untied reference: the same training without ties */
+    tie_train(&m0, 0, 9);
+    ck_assert_int_eq(m0.n_tied, 0);
+    fm0 = tie_export(&m0);
+    tie_train(&m, 0.5, 9);
+    /* each child ties round(0.5 kw) words: 9 taps x 2 words in block 0,
+     * 9 x 1 in block 1 (20 channels): 19 children x 9 + 11 x 1 */
+    ck_assert_int_eq(m.n_tied, 19 * 9 + 11 * 1);
+    /* deterministic: the same run again gives the same weights */
+    tie_train(&m2, 0.5, 9);
+    ck_assert_int_eq(memcmp(m.params, m2.params,
+                            m.n_params * sizeof(float)), 0);
+    ck_assert_int_eq(memcmp(m.stats, m2.stats, m.n_stats * sizeof(float)),
+                     0);
+    fm = tie_export(&m);
+    for (int i = 0; i < m.arch.n_blocks; i++) {
+        const td_bnt_layer *l = &m.blocks[i];
+        const td_mst_plan *pl = &fm->blocks[i].plan;
+        int kw = l->k * l->k * ((l->cin + 63) / 64);
+        ck_assert_int_eq(pl->kw, kw);
+        for (int c = 0; c < l->cout; c++) {
+            const uint8_t *tw = m.tied[i] + (size_t)c * kw;
+            if (pl->parent[c] != m.parent[i][c] || pl->parent[c] < 0)
+                continue;
+            matched++;
+            /* a tied word never appears in the child's diff list */
+            for (int e = pl->diff_ptr[c]; e < pl->diff_ptr[c + 1]; e++)
+                ck_assert_msg(!tw[pl->diff_idx[e]],
+                              "block %d channel %d: tied word %d has mask "
+                              "%llx",
+                              i, c, pl->diff_idx[e],
+                              (unsigned long long)pl->diff_mask[e]);
+        }
+    }
+    ck_assert_int_gt(matched, (19 + 11) / 2);
+    /* and the plan's work drops: at least a third fewer mask words */
+    ck_assert_msg(3 * fm->total.mask_words <= 2 * fm0->total.mask_words,
+                  "mask words %lld tied, %lld untied",
+                  (long long)fm->total.mask_words,
+                  (long long)fm0->total.mask_words);
+    td_bnn_free(fm);
+    td_bnt_free(&m);
+    td_bnt_free(&m2);
+    /* every word tied: each child is an exact copy, whatever tree the
+     * exporter builds, so no mask word is left */
+    tie_train(&m, 1.0, 4);
+    fm = tie_export(&m);
+    ck_assert_int_eq(fm->total.mask_words, 0);
+    td_bnn_free(fm);
+    td_bnn_free(fm0);
+    td_bnt_free(&m);
+    td_bnt_free(&m0);
+}
+END_TEST
+
+/* td_bnt_tie_grad: a tied position is one shared weight, so the gradient
+ * total is kept, moved up to the top of each chain, children zeroed. */
+START_TEST(test_tie_grad_shared)
+{
+    td_bnt_model m;
+    td_bnn_arch a;
+    td_error err = {0};
+    float *g, *g0;
+    double s0 = 0, s1 = 0, *want;
+    ck_assert_int_eq(td_bnn_arch_parse(TIE_ARCH, &a, &err), TD_OK);
+    ck_assert_int_eq(td_bnt_init(&m, &a, &err), TD_OK);
+    td_bnt_init_weights(&m, 9);
+    ck_assert_int_eq(td_bnt_refresh_trees(&m, m.params, NULL, &err), TD_OK);
+    td_bnt_tie_select(&m, m.params, 0.7);
+    ck_assert_int_gt(m.n_tied, 0);
+    g = randv(m.n_params, 1.0f);
+    g0 = malloc(m.n_params * sizeof(float));
+    want = calloc(m.n_params, sizeof(double));
+    memcpy(g0, g, m.n_params * sizeof(float));
+    td_bnt_tie_grad(&m, g);
+    for (size_t i = 0; i < m.n_params; i++) {
+        s0 += g0[i];
+        s1 += g[i];
+    }
+    ck_assert_double_eq_tol(s0, s1, 1e-3);
+    /* independently: every position's gradient goes to the top of its
+     * chain of ties (follow the parents while the word is tied) */
+    for (size_t i = 0; i < m.n_params; i++)
+        want[i] = g0[i];
+    for (int i = 0; i < m.arch.n_blocks; i++) {
+        const td_bnt_layer *l = &m.blocks[i];
+        int cw = (l->cin + 63) / 64, kw = l->k * l->k * cw;
+        for (int c = 0; c < l->cout; c++)
+            for (int w = 0; w < kw; w++) {
+                int t = w / cw, c0 = (w % cw) * 64, top = c;
+                int c1 = c0 + 64 < l->cin ? c0 + 64 : l->cin;
+                while (m.tied[i][(size_t)top * kw + w])
+                    top = m.parent[i][top];
+                if (top == c)
+                    continue;
+                for (int ci = c0; ci < c1; ci++) {
+                    size_t at = l->w + ((size_t)t * l->cin + ci) * l->cout;
+                    want[at + top] += g0[at + c];
+                    want[at + c] -= g0[at + c];
+                    /* and the weights agree after selection */
+                    ck_assert_float_eq(m.params[at + c], m.params[at + top]);
+                }
+            }
+    }
+    for (size_t i = 0; i < m.n_params; i++)
+        ck_assert_double_eq_tol(g[i], want[i], 1e-4);
+    free(want);
+    free(g);
+    free(g0);
+    td_bnt_free(&m);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("td_bnn_train");
@@ -752,6 +978,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_mst_reg_grad);
     tcase_add_test(tc, test_mst_reg_words_grad);
     tcase_add_test(tc, test_train_export_matches);
+    tcase_add_test(tc, test_tie_zero_mask_words);
+    tcase_add_test(tc, test_tie_grad_shared);
     tcase_add_test(tc, test_bad_arch_refused);
     tcase_add_test(tc, test_cli_end_to_end);
     suite_add_tcase(s, tc);
