@@ -30,6 +30,7 @@
 #include "td_arena.h"
 #include "td_bnn_model.h"
 #include "td_bnn_train.h"
+#include "train_fixture.h"
 #include "td_file.h"
 #include "td_optim.h"
 #include "td_rng.h"
@@ -495,77 +496,24 @@ END_TEST
 
 static char tmpdir[64];
 
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-/* IDX files (uncompressed) of n 28x28 images: class c is a bright bar at
- * rows 2+2c..3+2c over noise. */
 static void make_dataset(const char *prefix, int n, uint64_t seed)
 {
-    char path[256];
-    size_t ni = 16 + (size_t)n * 784, nl = 8 + (size_t)n;
-    uint8_t *img = calloc(ni, 1), *lab = calloc(nl, 1);
-    ck_assert_ptr_nonnull(img);
-    ck_assert_ptr_nonnull(lab);
-    put_be32(img, 0x803);
-    put_be32(img + 4, (uint32_t)n);
-    put_be32(img + 8, 28);
-    put_be32(img + 12, 28);
-    put_be32(lab, 0x801);
-    put_be32(lab + 4, (uint32_t)n);
-    for (int i = 0; i < n; i++) {
-        int c = (int)td_rng_below(&seed, 10);
-        uint8_t *im = img + 16 + (size_t)i * 784;
-        lab[8 + i] = (uint8_t)c;
-        for (int p = 0; p < 784; p++)
-            im[p] = (uint8_t)td_rng_below(&seed, 60);
-        for (int y = 2 + 2 * c; y < 4 + 2 * c; y++)
-            for (int xx = 4; xx < 24; xx++)
-                im[y * 28 + xx] = 250;
-    }
-    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", tmpdir, prefix);
-    ck_assert_int_eq(td_file_write_atomic(path, img, ni, NULL), TD_OK);
-    snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", tmpdir, prefix);
-    ck_assert_int_eq(td_file_write_atomic(path, lab, nl, NULL), TD_OK);
-    free(img);
-    free(lab);
+    tf_bar_dataset(tmpdir, prefix, n, seed);
 }
 
 static int run(const char *args)
 {
-    char cmd[4096];
-    const char *b = getenv("TD_BUILDDIR");
-    snprintf(cmd, sizeof cmd, "'%s/models/tinyd-train' %s >>'%s/log' 2>&1",
-             b ? b : ".", args, tmpdir);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    return tf_run_train(tmpdir, args, NULL);
 }
 
 static int same_file(const char *a, const char *b)
 {
-    char *x, *y;
-    size_t lx, ly;
-    int same;
-    ck_assert_int_eq(td_file_read(a, 1 << 26, &x, &lx, NULL), TD_OK);
-    ck_assert_int_eq(td_file_read(b, 1 << 26, &y, &ly, NULL), TD_OK);
-    same = lx == ly && !memcmp(x, y, lx);
-    free(x);
-    free(y);
-    return same;
+    return tf_same_file(a, b);
 }
 
 static char *read_log(void)
 {
-    char p[128], *log;
-    size_t len;
-    snprintf(p, sizeof p, "%s/log", tmpdir);
-    ck_assert_int_eq(td_file_read(p, 1 << 22, &log, &len, NULL), TD_OK);
-    return log;
+    return tf_read_log(tmpdir);
 }
 
 #define ARCH_SMALL                                                          \
@@ -579,8 +527,7 @@ static char *read_log(void)
 START_TEST(test_cli_end_to_end)
 {
     char args[2048], p1[256], p2[256];
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/td_bnt_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    tf_tmpdir_make(tmpdir, sizeof tmpdir, "bnt");
     make_dataset("train", 128, 1);
     make_dataset("t10k", 48, 2);
     snprintf(args, sizeof args,
@@ -770,11 +717,7 @@ START_TEST(test_cli_end_to_end)
         ck_assert_ptr_nonnull(strstr(log, "binary network, MST plan"));
         free(log);
     }
-    if (!getenv("TD_KEEP_TMP")) {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-        ck_assert_int_eq(system(cmd), 0);
-    }
+    tf_tmpdir_remove(tmpdir);
 }
 END_TEST
 

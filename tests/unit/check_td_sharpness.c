@@ -19,6 +19,7 @@
 #include "td_sharpness.h"
 #include "td_tinynet_train.h"
 #include "td_train_layers.h"
+#include "train_fixture.h"
 
 /* ------------------------------------------------------------ sharpness */
 
@@ -358,51 +359,14 @@ END_TEST
 
 static char tmpdir[64];
 
-static void put_be32(FILE *f, uint32_t v)
-{
-    fputc((int)(v >> 24), f);
-    fputc((int)(v >> 16) & 255, f);
-    fputc((int)(v >> 8) & 255, f);
-    fputc((int)v & 255, f);
-}
-
-/* IDX files: class c is a bright bar at row 2 + 2c over dim noise. */
 static void write_set(const char *prefix, int n, uint64_t seed)
 {
-    char path[256];
-    FILE *fi, *fl;
-    snprintf(path, sizeof path, "%s/%s-images-idx3-ubyte", tmpdir, prefix);
-    fi = fopen(path, "wb");
-    snprintf(path, sizeof path, "%s/%s-labels-idx1-ubyte", tmpdir, prefix);
-    fl = fopen(path, "wb");
-    ck_assert(fi && fl);
-    put_be32(fi, 0x803);
-    put_be32(fi, (uint32_t)n);
-    put_be32(fi, 28);
-    put_be32(fi, 28);
-    put_be32(fl, 0x801);
-    put_be32(fl, (uint32_t)n);
-    for (int i = 0; i < n; i++) {
-        int c = (int)td_rng_below(&seed, 10);
-        fputc(c, fl);
-        for (int p = 0; p < 784; p++) {
-            int y = p / 28, x = p % 28;
-            int bar = y >= 2 + 2 * c && y < 4 + 2 * c && x >= 4 && x < 24;
-            fputc(bar ? 250 : (int)td_rng_below(&seed, 60), fi);
-        }
-    }
-    fclose(fi);
-    fclose(fl);
+    tf_bar_dataset(tmpdir, prefix, n, seed);
 }
 
 static int run(const char *args, const char *stdout_file)
 {
-    char cmd[2048];
-    const char *b = getenv("TD_BUILDDIR");
-    snprintf(cmd, sizeof cmd, "'%s/models/tinyd-train' %s >'%s' 2>>'%s/log'",
-             b ? b : ".", args, stdout_file, tmpdir);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    return tf_run_train(tmpdir, args, stdout_file);
 }
 
 static json_t *read_json(const char *path)
@@ -416,8 +380,7 @@ static json_t *read_json(const char *path)
 START_TEST(test_trainer_sharpness_and_arch)
 {
     char args[1024], out[256], path[256];
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/td_sharp_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    tf_tmpdir_make(tmpdir, sizeof tmpdir, "sharp");
     write_set("train", 256, 1);
     write_set("t10k", 64, 2);
     snprintf(out, sizeof out, "%s/stdout", tmpdir);
@@ -472,8 +435,7 @@ START_TEST(test_trainer_sharpness_and_arch)
     ck_assert_int_gt(json_integer_value(json_object_get(aj, "params")), 0);
     json_decref(aj);
     ck_assert_int_eq(run("arch --flops 2M --scaling giant", out), 2);
-    snprintf(args, sizeof args, "rm -rf '%s'", tmpdir);
-    ck_assert_int_eq(system(args), 0);
+    tf_tmpdir_remove(tmpdir);
 }
 END_TEST
 

@@ -25,24 +25,18 @@
 #include "td_safetensors.h"
 #include "td_tinynet.h"
 #include "td_tinynet_train.h"
+#include "train_fixture.h"
 
 static char tmpdir[64];
 
 static void make_tmpdir(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/td_train_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    tf_tmpdir_make(tmpdir, sizeof tmpdir, "train");
 }
 
 static void rm_tmpdir(void)
 {
-    char cmd[128];
-    if (getenv("TD_KEEP_TMP")) { /* for debugging a failure */
-        fprintf(stderr, "kept %s\n", tmpdir);
-        return;
-    }
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    ck_assert_int_eq(system(cmd), 0);
+    tf_tmpdir_remove(tmpdir);
 }
 
 /* ------------------------------------------------------------ optimisers */
@@ -510,25 +504,12 @@ END_TEST
 
 static int run(const char *args)
 {
-    char cmd[2048];
-    const char *b = getenv("TD_BUILDDIR");
-    snprintf(cmd, sizeof cmd, "'%s/models/tinyd-train' %s >>'%s/log' 2>&1",
-             b ? b : ".", args, tmpdir);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    return tf_run_train(tmpdir, args, NULL);
 }
 
 static int same_file(const char *a, const char *b)
 {
-    char *x, *y;
-    size_t lx, ly;
-    int same;
-    ck_assert_int_eq(td_file_read(a, 1 << 26, &x, &lx, NULL), TD_OK);
-    ck_assert_int_eq(td_file_read(b, 1 << 26, &y, &ly, NULL), TD_OK);
-    same = lx == ly && !memcmp(x, y, lx);
-    free(x);
-    free(y);
-    return same;
+    return tf_same_file(a, b);
 }
 
 /* --pad 0: a vertical shift would move one class's bar onto another's */
