@@ -313,6 +313,37 @@ dense_avx512(const uint64_t *win, const uint64_t *w, const uint64_t *wv,
 }
 #endif
 
+/* r[c] holds channel c of 8 pixels; afterwards r[p] holds pixel p's 8
+ * channels (unpack 32, unpack 64, swap 128-bit halves). */
+__attribute__((target("avx512f,avx512vpopcntdq"))) static inline void
+transpose8x8_epi32(__m256i r[8])
+{
+    __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+    __m256i t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+    __m256i t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+    __m256i t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+    __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+    __m256i t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+    __m256i u0 = _mm256_unpacklo_epi64(t0, t2);
+    __m256i u1 = _mm256_unpackhi_epi64(t0, t2);
+    __m256i u2 = _mm256_unpacklo_epi64(t1, t3);
+    __m256i u3 = _mm256_unpackhi_epi64(t1, t3);
+    __m256i u4 = _mm256_unpacklo_epi64(t4, t6);
+    __m256i u5 = _mm256_unpackhi_epi64(t4, t6);
+    __m256i u6 = _mm256_unpacklo_epi64(t5, t7);
+    __m256i u7 = _mm256_unpackhi_epi64(t5, t7);
+    r[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+    r[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+    r[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+    r[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+    r[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+    r[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+    r[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+    r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+}
+
 /* Eight output pixels per instruction, for the plan: windows stored
  * (kw, 8) so that word i of all 8 pixels is one vector; the dense rows
  * XOR a broadcast weight word, and, unlike channel interleaving, a delta
@@ -429,15 +460,38 @@ conv_px8(const td_bconv *l, const uint64_t *rows, int n_rows,
                     _mm512_add_epi64(par, _mm512_set1_epi64(x->two_d[st])),
                     _mm512_slli_epi64(acc, 2)));
         }
+        /* (cout, 8 pixels) int64 -> each pixel's (cout) int32: 8x8
+         * blocks narrowed and transposed in registers, then the padded
+         * taps' weight sums subtracted 16 channels at a time. */
+        int32_t *y0 = y + p0 * (size_t)cout;
+        int o = 0;
+        for (; o + 8 <= cout; o += 8) {
+            __m256i r[8];
+            for (int c = 0; c < 8; c++)
+                r[c] = _mm512_cvtepi64_epi32(_mm512_loadu_si512(
+                    (const void *)(yv + (size_t)(o + c) * 8)));
+            transpose8x8_epi32(r);
+            for (int ln = 0; ln < np; ln++)
+                _mm256_storeu_si256(
+                    (__m256i *)(void *)(y0 + (size_t)ln * (size_t)cout + o),
+                    r[ln]);
+        }
         for (int ln = 0; ln < np; ln++) {
-            int32_t *yo = y + (p0 + (size_t)ln) * (size_t)cout;
-            for (int o = 0; o < cout; o++)
-                yo[o] = (int32_t)yv[(size_t)o * 8 + (size_t)ln];
+            int32_t *yo = y0 + (size_t)ln * (size_t)cout;
+            for (int c = o; c < cout; c++)
+                yo[c] = (int32_t)yv[(size_t)c * 8 + (size_t)ln];
             for (int t = 0; t < nbad[ln]; t++) {
                 const int32_t *ts =
                     l->tapsum + (size_t)bad[ln * kk + t] * (size_t)cout;
-                for (int o = 0; o < cout; o++)
-                    yo[o] -= ts[o];
+                int c = 0;
+                for (; c + 16 <= cout; c += 16)
+                    _mm512_storeu_si512(
+                        (void *)(yo + c),
+                        _mm512_sub_epi32(
+                            _mm512_loadu_si512((const void *)(yo + c)),
+                            _mm512_loadu_si512((const void *)(ts + c))));
+                for (; c < cout; c++)
+                    yo[c] -= ts[c];
             }
         }
     }
