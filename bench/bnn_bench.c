@@ -383,8 +383,9 @@ static void run_fp32_net(void *p)
     float *x = c->act[0], *y = c->act[1], pooled[4096], logits[1024];
     int h = m->stem_h, w = m->stem_w, cin = a->stem.cout, n = c->n;
     size_t in_px = (size_t)a->in_h * (size_t)a->in_w;
-    /* the stem as the real network has it (the same code path); a batch
-     * is one sgemm per layer over the stacked windows of all images */
+    /* the stem as im2col + sgemm like every fp32 layer here (the binary
+     * network's own stem is a direct kernel, td_bnn_stem.h); a batch is
+     * one sgemm per layer over the stacked windows of all images */
     for (int i = 0; i < n; i++)
         im2col_s(c->in + (size_t)i * in_px, a->in_h, a->in_w, 1, a->stem.k,
                  a->stem.stride, a->stem.pad,
@@ -430,6 +431,135 @@ static void run_fp32_net(void *p)
     }
 }
 
+/* The binary layers alone (no stem, pool or classifier), n images per
+ * call, on random input bits: the XOR-popcount layers (flags, with the
+ * threshold to packed bits) or the bit-sliced ones (td_bnn_slice.h), in
+ * chunks of the model's slice_chunk images as td_bnn_forward runs them. */
+typedef struct layers_ctx {
+    td_bnn_model *m;
+    int n, flags, sliced;
+    uint64_t *in[TD_BNN_MAX_BLOCKS], *out, *scr;
+    int32_t *y;
+    int64_t *ysum;
+} layers_ctx;
+
+static void run_layers(void *p)
+{
+    layers_ctx *c = p;
+    const td_bnn_model *m = c->m;
+    int h = m->stem_h, w = m->stem_w;
+    for (int i = 0; i < m->arch.n_blocks; i++) {
+        const td_bnn_block *b = &m->blocks[i];
+        if (c->sliced) {
+            const td_bslice *l = &m->slice[i];
+            for (int i0 = 0; i0 < c->n; i0 += m->slice_chunk) {
+                int nb = c->n - i0 < m->slice_chunk ? c->n - i0
+                                                   : m->slice_chunk;
+                td_bslice_forward(l, 0, c->in[i],
+                                  td_bslice_stride(l->in.lw, m->slice_chunk),
+                                  nb, c->out, c->ysum, c->scr);
+            }
+        } else {
+            size_t po = (size_t)b->h_out * (size_t)b->w_out * (size_t)c->n;
+            td_bconv_forward(&b->conv, c->flags, c->in[i], c->n, h, w, c->y,
+                             c->scr);
+            if (i + 1 < m->arch.n_blocks)
+                td_bnn_threshold(c->y, po, b->spec.cout, b->tsign, b->thr,
+                                 c->out);
+        }
+        h = b->h_out;
+        w = b->w_out;
+    }
+}
+
+static void layers_init(layers_ctx *c, td_bnn_model *m, int n, int sliced,
+                        int flags)
+{
+    size_t maxout = 0, maxscr = 0, maxy = 0;
+    int h = m->stem_h, w = m->stem_w;
+    memset(c, 0, sizeof *c);
+    c->m = m;
+    c->n = n;
+    c->sliced = sliced;
+    c->flags = flags;
+    for (int i = 0; i < m->arch.n_blocks; i++) {
+        const td_bnn_block *b = &m->blocks[i];
+        size_t words, g = TD_BSLICE_GUARD;
+        if (sliced) {
+            const td_bslice *l = &m->slice[i];
+            words = (size_t)l->cin * td_bslice_stride(l->in.lw, m->slice_chunk);
+            if ((size_t)l->cout * td_bslice_stride(l->out.lw, m->slice_chunk) > maxout)
+                maxout = (size_t)l->cout * td_bslice_stride(l->out.lw, m->slice_chunk);
+            if (td_bslice_scratch_words(l) > maxscr)
+                maxscr = td_bslice_scratch_words(l);
+        } else {
+            size_t po = (size_t)b->h_out * (size_t)b->w_out * (size_t)n;
+            words = (size_t)n * (size_t)h * (size_t)w * (size_t)td_bp_words(b->cin);
+            if (po * (size_t)td_bp_words(b->spec.cout) > maxout)
+                maxout = po * (size_t)td_bp_words(b->spec.cout);
+            if (po * (size_t)b->spec.cout > maxy)
+                maxy = po * (size_t)b->spec.cout;
+            if (td_bconv_scratch_words(&b->conv) > maxscr)
+                maxscr = td_bconv_scratch_words(&b->conv);
+            g = 0;
+        }
+        c->in[i] = calloc(words + 2 * g + 8, 8);
+        for (size_t q = 0; q < words; q++) {
+            uint64_t v = ((uint64_t)(frand() * 4e9f) << 32) ^
+                         (uint64_t)(frand() * 4e9f);
+            /* padding bits past Cin stay zero in packed activations */
+            if (!sliced && b->cin % 64)
+                v &= q % (size_t)td_bp_words(b->cin) ==
+                             (size_t)td_bp_words(b->cin) - 1
+                         ? (1ULL << (b->cin % 64)) - 1
+                         : ~0ULL;
+            c->in[i][g + q] = v;
+        }
+        c->in[i] += g;
+        h = b->h_out;
+        w = b->w_out;
+    }
+    c->out = calloc(maxout + 2 * TD_BSLICE_GUARD + 8, 8);
+    c->scr = aligned_alloc(64, (maxscr * 8 + 63) / 64 * 64);
+    c->y = malloc((maxy + 1) * 4);
+    c->ysum = malloc((size_t)(n + 8) * 4096 * 8);
+}
+
+static void layers_free(layers_ctx *c)
+{
+    for (int i = 0; i < c->m->arch.n_blocks; i++)
+        free(c->in[i] - (c->sliced ? TD_BSLICE_GUARD : 0));
+    free(c->out); free(c->scr); free(c->y); free(c->ysum);
+}
+
+/* Median CPU ms per call of the binary layers: sliced (with the plans, or
+ * with every channel from its own row) or XOR-popcount (the faster dense
+ * kernel). */
+static double layers_ms(td_bnn_model *m, int n, int mode)
+{
+    layers_ctx c;
+    double ms, wall, ms2;
+    td_error err;
+    if (mode == 2 && td_bnn_slice_rebuild(m, 0, &err) != TD_OK) {
+        fprintf(stderr, "bnn_bench: %s\n", err.msg);
+        exit(1);
+    }
+    layers_init(&c, m, n, mode != 0, 0);
+    measure(run_layers, &c, &ms, &wall);
+    if (mode == 0) { /* the 8-channel dense kernel too; the faster counts */
+        c.flags = TD_BCONV_CH8;
+        measure(run_layers, &c, &ms2, &wall);
+        if (ms2 < ms)
+            ms = ms2;
+    }
+    layers_free(&c);
+    if (mode == 2 && td_bnn_slice_rebuild(m, 1, &err) != TD_OK) {
+        fprintf(stderr, "bnn_bench: %s\n", err.msg);
+        exit(1);
+    }
+    return ms;
+}
+
 /* Times of model m at batch n: dense (the faster dense kernel), plan,
  * fp32 of the same shape. Prints one block; returns nothing. */
 static void net_measure(td_bnn_model *m, const char *label, int n,
@@ -437,7 +567,7 @@ static void net_measure(td_bnn_model *m, const char *label, int n,
 {
     net_ctx c;
     const td_bnn_arch arch = m->arch;
-    double dc, dw, pc, pw, fc, fw;
+    double dc, dw, pc, pw, fc, fw, sc, sw;
     size_t maxact = 0, maxcols = 0, in_n;
     memset(&c, 0, sizeof c);
     c.m = m;
@@ -481,6 +611,8 @@ static void net_measure(td_bnn_model *m, const char *label, int n,
     measure(run_net, &c, &xc, &xw);
     c.use_plan = TD_BCONV_PLAN;
     measure(run_net, &c, &pc, &pw);
+    c.use_plan = TD_BCONV_PLAN | TD_BNN_SLICE;
+    measure(run_net, &c, &sc, &sw);
     measure(run_fp32_net, &c, &fc, &fw);
     if (!table)
         printf("%-22s dense kernels: 8-pixel %.4f ms, 8-channel %.4f ms\n",
@@ -490,23 +622,26 @@ static void net_measure(td_bnn_model *m, const char *label, int n,
         dw = xw;
     }
     if (table) {
-        int64_t words = 0;
-        for (int i = 0; i < arch.n_blocks; i++)
-            words += (int64_t)m->blocks[i].spec.cout * m->blocks[i].plan.kw;
-        printf("%-34s %5d %7.2fx %6lld/%-6lld %9.4f %9.4f %9.4f %7.2fx "
-               "%6.1fx %6.1fx  (wall %.4f %.4f %.4f)\n",
-               label, n, m->total.bitops_ratio,
-               (long long)m->total.mask_words, (long long)words, dc, pc, fc,
-               dc / pc, fc / dc, fc / pc, dw, pw, fw);
+        double ld = layers_ms(m, n, 0), lp = 0, lsd = 0;
+        if (m->slice_ok) {
+            lp = layers_ms(m, n, 1);
+            lsd = layers_ms(m, n, 2);
+        }
+        printf("%-30s %3d %6.2fx | %8.4f %8.4f %8.4f %6.2fx | %8.4f %8.4f "
+               "%8.4f %8.3f %6.2fx %6.1fx  (wall %.4f %.4f %.4f)\n",
+               label, n, m->total.bitops_ratio, ld, lsd, lp,
+               lp > 0 ? ld / lp : 0, dc, pc, sc, fc, dc / sc, fc / sc, dw,
+               sw, fw);
         goto done;
     }
     printf("%-22s bitops/img dense %lld mst %lld (%.2fx)\n", label,
            (long long)c.m->total.bitops_dense,
            (long long)c.m->total.bitops_mst, c.m->total.bitops_ratio);
-    printf("  dense %.4f ms  plan %.4f ms  fp32 %.4f ms   plan/dense "
-           "speed-up %.2fx  fp32/dense %.1fx  fp32/plan %.1fx  "
-           "(wall %.4f %.4f %.4f)\n",
-           dc, pc, fc, dc / pc, fc / dc, fc / pc, dw, pw, fw);
+    printf("  dense %.4f ms  plan %.4f ms  sliced plan %.4f ms  fp32 %.4f "
+           "ms   plan/dense speed-up %.2fx  sliced %.2fx  fp32/dense %.1fx  "
+           "fp32/sliced %.1fx  (wall %.4f %.4f %.4f %.4f)\n",
+           dc, pc, sc, fc, dc / pc, dc / sc, fc / dc, fc / sc, dw, pw, sw,
+           fw);
 done:
     for (int i = 0; i < TD_BNN_MAX_BLOCKS; i++)
         free(c.wts[i]);
@@ -534,11 +669,14 @@ static void bench_net(const char *arch_json, int flip, const char *label)
 /* Part 4: trained model files at batch 1 and 16. */
 static int bench_files(int nfiles, char **files)
 {
-    printf("Part 4: model files; mask words = nonzero words the plan's "
-           "children touch / dense Cout*kw, per pixel summed over layers\n");
-    printf("%-34s %5s %8s %13s %9s %9s %9s %8s %7s %7s\n", "model",
-           "batch", "bitops", "mask words", "dense_ms", "plan_ms", "fp32_ms",
-           "d/plan", "f/d", "f/plan");
+    printf("Part 4: model files. CPU ms per call of `batch` images.\n"
+           "  binary layers alone: XOR-popcount dense | bit-sliced dense | "
+           "bit-sliced MST plan | dense/plan\n"
+           "  whole network: XOR-popcount dense | XOR-popcount plan | "
+           "bit-sliced plan | fp32 | dense/sliced | fp32/sliced\n");
+    printf("%-30s %3s %7s | %8s %8s %8s %7s | %8s %8s %8s %8s %7s %6s\n",
+           "model", "b", "bitops", "dense", "sl_dense", "sl_plan", "d/p",
+           "dense", "xp_plan", "sl_plan", "fp32", "d/s", "f/s");
     for (int i = 0; i < nfiles; i++) {
         td_bnn_model *m = NULL;
         td_error err;
@@ -548,6 +686,8 @@ static int bench_files(int nfiles, char **files)
             return 1;
         }
         base = base ? base + 1 : files[i];
+        if (!m->slice_ok)
+            printf("# %s: not sliced (%s)\n", base, m->slice_note);
         net_measure(m, base, 1, 1);
         net_measure(m, base, 16, 1);
         td_bnn_free(m);

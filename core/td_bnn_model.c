@@ -254,8 +254,11 @@ void td_bnn_free(td_bnn_model *m)
 {
     if (!m)
         return;
-    for (int i = 0; i < m->arch.n_blocks; i++)
+    for (int i = 0; i < m->arch.n_blocks; i++) {
         td_bconv_release(&m->blocks[i].conv);
+        td_bslice_release(&m->slice[i]);
+    }
+    td_bnn_stem_release(&m->stem);
     if (m->labels)
         free(m->labels);
     free(m->stem_wt_t);
@@ -353,6 +356,14 @@ static td_status prepare_blocks(td_bnn_model *m, td_error *err)
                     m->stem_wt[((size_t)o * (size_t)a->in_ch + (size_t)ci) *
                                    (size_t)(a->stem.k * a->stem.k) +
                                (size_t)t];
+    {
+        td_status st = td_bnn_stem_prepare(
+            &m->stem, a->in_ch, a->in_h, a->in_w, a->stem.k, a->stem.stride,
+            a->stem.pad, a->stem.cout, m->stem_wt_t, m->stem_scale,
+            m->stem_bias, NULL, err);
+        if (st != TD_OK)
+            return st;
+    }
     for (int i = 0; i < m->arch.n_blocks; i++) {
         td_bnn_block *b = &m->blocks[i];
         td_status st = td_bconv_prepare(&b->conv, b->cin, b->spec.cout,
@@ -363,6 +374,67 @@ static td_status prepare_blocks(td_bnn_model *m, td_error *err)
             return st;
         }
     }
+    return td_bnn_slice_rebuild(m, 1, err);
+}
+
+td_status td_bnn_slice_rebuild(td_bnn_model *m, int plan, td_error *err)
+{
+    int n = m->arch.n_blocks, k[TD_BNN_MAX_BLOCKS], st[TD_BNN_MAX_BLOCKS];
+    int pad[TD_BNN_MAX_BLOCKS], min_lw = 8;
+    td_bslice_layout lay[TD_BNN_MAX_BLOCKS + 1];
+    td_error why;
+    for (int i = 0; i < TD_BNN_MAX_BLOCKS; i++)
+        td_bslice_release(&m->slice[i]);
+    m->slice_ok = 0;
+    m->slice_note[0] = 0;
+    for (int i = 0; i < n; i++) {
+        k[i] = m->arch.blocks[i].k;
+        st[i] = m->arch.blocks[i].stride;
+        pad[i] = m->arch.blocks[i].pad;
+    }
+    if (!td_bslice_layouts(n, k, st, pad, m->stem_h, m->stem_w, lay, &why)) {
+        snprintf(m->slice_note, sizeof m->slice_note, "%s", why.msg);
+        return TD_OK;
+    }
+    for (int i = 0; i <= n; i++)
+        if (lay[i].lw < min_lw)
+            min_lw = lay[i].lw;
+    /* enough images per pass to fill a 512-bit vector in the narrowest
+     * layer */
+    m->slice_chunk = 8 / min_lw;
+    m->slice_lay0 = lay[0];
+    {
+        const td_bnn_arch *a = &m->arch;
+        td_status s;
+        td_bnn_stem_release(&m->stem);
+        s = td_bnn_stem_prepare(&m->stem, a->in_ch, a->in_h, a->in_w,
+                                a->stem.k, a->stem.stride, a->stem.pad,
+                                a->stem.cout, m->stem_wt_t, m->stem_scale,
+                                m->stem_bias, &lay[0], err);
+        if (s != TD_OK)
+            return s;
+    }
+    for (int i = 0; i < n; i++) {
+        td_bnn_block *b = &m->blocks[i];
+        int last = i + 1 == n;
+        td_status s = td_bslice_prepare(&m->slice[i], &b->conv, &lay[i],
+                                        &lay[i + 1], m->slice_chunk,
+                                        plan ? &b->plan : NULL,
+                                        last ? NULL : b->tsign,
+                                        last ? NULL : b->thr, &why);
+        if (s != TD_OK) {
+            for (int j = 0; j < i; j++)
+                td_bslice_release(&m->slice[j]);
+            if (s == TD_ENOMEM) {
+                td_error_set(err, s, "blocks.%d: %s", i, why.msg);
+                return s;
+            }
+            snprintf(m->slice_note, sizeof m->slice_note, "blocks.%d: %s", i,
+                     why.msg);
+            return TD_OK;
+        }
+    }
+    m->slice_ok = 1;
     return TD_OK;
 }
 
@@ -907,15 +979,15 @@ td_status td_bnn_export(const td_bnn_latent *src, const char *path,
 
 typedef struct fwd_sizes {
     size_t stem_f, bits, y, scr_words, pooled;
+    size_t sl_act, sl_scr, sl_sum; /* bit-sliced: planar buffer, scratch
+                                      and sums (words), one chunk */
 } fwd_sizes;
 
 static void forward_sizes(const td_bnn_model *m, fwd_sizes *z)
 {
     size_t px = (size_t)m->stem_h * (size_t)m->stem_w;
     memset(z, 0, sizeof *z);
-    z->stem_f = px * (size_t)(m->arch.stem.cout + m->arch.in_ch *
-                                                   m->arch.stem.k *
-                                                   m->arch.stem.k);
+    z->stem_f = td_bnn_stem_planar_scratch(&m->stem); /* 0 if unsliced */
     z->bits = px * (size_t)td_bp_words(m->arch.stem.cout);
     for (int i = 0; i < m->arch.n_blocks; i++) {
         const td_bnn_block *b = &m->blocks[i];
@@ -930,64 +1002,103 @@ static void forward_sizes(const td_bnn_model *m, fwd_sizes *z)
             z->scr_words = sw;
     }
     z->pooled = (size_t)m->arch.blocks[m->arch.n_blocks - 1].cout;
+    if (m->slice_ok) {
+        int nb = m->slice_chunk;
+        const td_bslice_layout *l0 = &m->slice_lay0;
+        z->sl_act = (size_t)m->arch.stem.cout * td_bslice_stride(l0->lw, nb);
+
+        for (int i = 0; i < m->arch.n_blocks; i++) {
+            const td_bslice *l = &m->slice[i];
+            size_t a = (size_t)l->cout * td_bslice_stride(l->out.lw, nb);
+            size_t sw = td_bslice_scratch_words(l);
+            if (a > z->sl_act)
+                z->sl_act = a;
+            if (sw > z->sl_scr)
+                z->sl_scr = sw;
+        }
+        /* td_bslice_forward reads guard words around the buffers */
+        z->sl_act += 2 * TD_BSLICE_GUARD;
+        z->sl_sum = (size_t)nb * z->pooled;
+    }
 }
 
 size_t td_bnn_scratch_bytes(const td_bnn_model *m)
 {
     fwd_sizes z;
     forward_sizes(m, &z);
-    return td_arena_round(z.stem_f * 4) + 2 * td_arena_round(z.bits * 8) +
-           td_arena_round(z.y * 4) + td_arena_round(z.scr_words * 8) +
+    size_t vertical = td_arena_round(z.y * 4) +
+                      td_arena_round(z.scr_words * 8) +
+                      td_arena_round(z.pooled * 8);
+    size_t sliced = 2 * td_arena_round(z.sl_act * 8) +
+                    td_arena_round(z.sl_scr * 8) +
+                    td_arena_round(z.sl_sum * 8);
+    return td_arena_round((z.stem_f + 1) * 4) + 2 * td_arena_round(z.bits * 8) +
+           (vertical > sliced ? vertical : sliced) +
            td_arena_round(z.pooled * 4);
 }
 
-/* Real-valued stem on one image, then its affine (BatchNorm) and sign.
- * in: (in_ch, H, W) NCHW; out: (Ho, Wo, cw0) packed. With symmetric
- * padding (pad = k/2) it is im2col + sgemm like any fp32 conv; otherwise a
- * direct loop. f: scratch of Ho*Wo*(C0 + in_ch*k*k) floats. Weights
- * (k, k, in_ch, C0). Zero padding. */
-static void stem_conv(const td_bnn_model *m, const float *in, float *f,
-                      uint64_t *out)
+/* The last block's output, z = scale*y + bias, averaged over space, from
+ * the exact integer sum of y over its po pixels (both executors give the
+ * same sums, so the same floats). */
+static void pool_from_sums(const td_bnn_block *b, const int64_t *ysum,
+                           size_t po, float *pooled)
+{
+    for (int o = 0; o < b->spec.cout; o++)
+        pooled[o] = (float)((double)b->scale[o] * (double)ysum[o] /
+                                (double)po +
+                            (double)b->bias[o]);
+}
+
+static void classify(const td_bnn_model *m, const float *pooled,
+                     float *logits)
+{
+    int cl = m->arch.blocks[m->arch.n_blocks - 1].cout;
+    for (int c = 0; c < m->arch.classes; c++)
+        logits[c] = m->fc_b[c] +
+                    td_k_dot(m->fc_w + (size_t)c * (size_t)cl, pooled, cl);
+}
+
+/* The bit-sliced executor: slice_chunk images at a time through planar
+ * bits (td_bnn_slice.h). */
+static void forward_sliced(const td_bnn_model *m, int flags, const float *in,
+                           int n, float *logits, float *sf, uint64_t *act0,
+                           uint64_t *act1, uint64_t *scr, int64_t *ysum,
+                           float *pooled)
 {
     const td_bnn_arch *a = &m->arch;
-    int k = a->stem.k, c0 = a->stem.cout, kc = k * k * a->in_ch;
-    size_t px = (size_t)m->stem_h * (size_t)m->stem_w;
-    float *acc = f, *cols = f + px * (size_t)c0;
-    if (a->stem.pad == k / 2) {
-        td_k_im2col_nchw(in, 1, a->in_ch, a->in_h, a->in_w, k, a->stem.stride,
-                         cols);
-        td_sgemm((int)px, c0, kc, cols, kc, m->stem_wt_t, c0, 0.0f, acc, c0);
-    } else {
-        for (int oy = 0; oy < m->stem_h; oy++)
-            for (int ox = 0; ox < m->stem_w; ox++) {
-                float *o = acc + ((size_t)oy * (size_t)m->stem_w +
-                                  (size_t)ox) * (size_t)c0;
-                for (int oc = 0; oc < c0; oc++)
-                    o[oc] = 0;
-                for (int ky = 0; ky < k; ky++) {
-                    int iy = oy * a->stem.stride - a->stem.pad + ky;
-                    if (iy < 0 || iy >= a->in_h)
-                        continue;
-                    for (int kx = 0; kx < k; kx++) {
-                        int ix = ox * a->stem.stride - a->stem.pad + kx;
-                        if (ix < 0 || ix >= a->in_w)
-                            continue;
-                        for (int ci = 0; ci < a->in_ch; ci++) {
-                            float xv = in[((size_t)ci * (size_t)a->in_h +
-                                           (size_t)iy) * (size_t)a->in_w +
-                                          (size_t)ix];
-                            const float *wt =
-                                m->stem_wt_t +
-                                ((size_t)(ky * k + kx) * (size_t)a->in_ch +
-                                 (size_t)ci) * (size_t)c0;
-                            for (int oc = 0; oc < c0; oc++)
-                                o[oc] += xv * wt[oc];
-                        }
-                    }
-                }
+    size_t img = (size_t)a->in_ch * (size_t)a->in_h * (size_t)a->in_w;
+    int cl = a->blocks[a->n_blocks - 1].cout;
+    int lw0 = m->slice_lay0.lw;
+    for (int i0 = 0; i0 < n; i0 += m->slice_chunk) {
+        int nb = n - i0 < m->slice_chunk ? n - i0 : m->slice_chunk;
+        size_t st = td_bslice_stride(lw0, nb);
+        uint64_t *cur = act0, *nxt = act1, *t;
+        for (int j = 0; j < nb; j++)
+            td_bnn_stem_planar(&m->stem, flags, in + (size_t)(i0 + j) * img,
+                               act0 + (size_t)j * (size_t)lw0, st, sf);
+        if (st > (size_t)nb * (size_t)lw0) /* the spare column */
+            for (int c = 0; c < a->stem.cout; c++)
+                act0[(size_t)c * st + (size_t)nb * (size_t)lw0] = 0;
+        memset(act0 + (size_t)a->stem.cout * st, 0, TD_BSLICE_GUARD * 8);
+        for (int i = 0; i < a->n_blocks; i++) {
+            const td_bslice *l = &m->slice[i];
+            if (i + 1 < a->n_blocks) {
+                td_bslice_forward(l, flags, cur, st, nb, nxt, NULL, scr);
+                st = td_bslice_stride(l->out.lw, nb);
+                t = cur;
+                cur = nxt;
+                nxt = t;
+            } else {
+                td_bslice_forward(l, flags, cur, st, nb, NULL, ysum, scr);
             }
+        }
+        for (int j = 0; j < nb; j++) {
+            const td_bnn_block *b = &m->blocks[a->n_blocks - 1];
+            pool_from_sums(b, ysum + (size_t)j * (size_t)cl,
+                           (size_t)b->h_out * (size_t)b->w_out, pooled);
+            classify(m, pooled, logits + (size_t)(i0 + j) * (size_t)a->classes);
+        }
     }
-    td_bp_pack_affine(acc, px, c0, m->stem_scale, m->stem_bias, out);
 }
 
 td_status td_bnn_forward(const td_bnn_model *m, int flags, td_arena *ar,
@@ -997,28 +1108,44 @@ td_status td_bnn_forward(const td_bnn_model *m, int flags, td_arena *ar,
     fwd_sizes z;
     size_t mark = td_arena_mark(ar);
     float *sf, *pooled;
-    uint64_t *b0, *b1, *scr;
-    int32_t *y;
+    uint64_t *b0, *b1;
     const td_bnn_arch *a = &m->arch;
     int cl = a->blocks[a->n_blocks - 1].cout;
     size_t img = (size_t)a->in_ch * (size_t)a->in_h * (size_t)a->in_w;
     forward_sizes(m, &z);
-    sf = td_arena_alloc(ar, z.stem_f * 4);
+    sf = td_arena_alloc(ar, (z.stem_f + 1) * 4);
     b0 = td_arena_alloc(ar, z.bits * 8);
     b1 = td_arena_alloc(ar, z.bits * 8);
-    y = td_arena_alloc(ar, z.y * 4);
-    scr = td_arena_alloc(ar, z.scr_words * 8);
     pooled = td_arena_alloc(ar, z.pooled * 4);
-    if (!sf || !b0 || !b1 || !y || !scr || !pooled) {
+    if (!sf || !b0 || !b1 || !pooled)
+        goto nomem;
+    if ((flags & TD_BNN_SLICE) && m->slice_ok) {
+        uint64_t *act0 = td_arena_alloc(ar, z.sl_act * 8);
+        uint64_t *act1 = td_arena_alloc(ar, z.sl_act * 8);
+        uint64_t *scr = td_arena_alloc(ar, z.sl_scr * 8);
+        int64_t *ysum = td_arena_alloc(ar, z.sl_sum * 8);
+        if (!act0 || !act1 || !scr || !ysum)
+            goto nomem;
+        /* zero guards before (those after each layer's rows are zeroed
+         * by whoever writes the rows) */
+        memset(act0, 0, TD_BSLICE_GUARD * 8);
+        memset(act1, 0, TD_BSLICE_GUARD * 8);
+        act0 += TD_BSLICE_GUARD;
+        act1 += TD_BSLICE_GUARD;
+        forward_sliced(m, flags, in, n, logits, sf, act0, act1, scr, ysum,
+                       pooled);
         td_arena_release(ar, mark);
-        return td_error_set(err, TD_ENOMEM,
-                            "bnn: scratch arena too small (%zu bytes needed)",
-                            td_bnn_scratch_bytes(m));
+        return TD_OK;
     }
+    int32_t *y = td_arena_alloc(ar, z.y * 4);
+    uint64_t *scr = td_arena_alloc(ar, z.scr_words * 8);
+    int64_t *ysum = td_arena_alloc(ar, z.pooled * 8);
+    if (!y || !scr || !ysum)
+        goto nomem;
     for (int img_i = 0; img_i < n; img_i++) {
         uint64_t *bin = b0, *bout = b1, *t;
         int h = m->stem_h, w = m->stem_w;
-        stem_conv(m, in + (size_t)img_i * img, sf, bin);
+        td_bnn_stem_nhwc(&m->stem, flags, in + (size_t)img_i * img, bin);
         for (int i = 0; i < a->n_blocks; i++) {
             const td_bnn_block *b = &m->blocks[i];
             size_t po = (size_t)b->h_out * (size_t)b->w_out;
@@ -1029,25 +1156,23 @@ td_status td_bnn_forward(const td_bnn_model *m, int flags, td_arena *ar,
                 bin = bout;
                 bout = t;
             } else {
-                /* z = scale*y + bias, averaged over space */
                 for (int o = 0; o < cl; o++)
-                    pooled[o] = 0;
+                    ysum[o] = 0;
                 for (size_t p = 0; p < po; p++)
                     for (int o = 0; o < cl; o++)
-                        pooled[o] += b->scale[o] * (float)y[p * (size_t)cl +
-                                                            (size_t)o] +
-                                     b->bias[o];
-                for (int o = 0; o < cl; o++)
-                    pooled[o] /= (float)po;
+                        ysum[o] += y[p * (size_t)cl + (size_t)o];
+                pool_from_sums(b, ysum, po, pooled);
             }
             h = b->h_out;
             w = b->w_out;
         }
-        for (int c = 0; c < a->classes; c++)
-            logits[(size_t)img_i * (size_t)a->classes + (size_t)c] =
-                m->fc_b[c] +
-                td_k_dot(m->fc_w + (size_t)c * (size_t)cl, pooled, cl);
+        classify(m, pooled, logits + (size_t)img_i * (size_t)a->classes);
     }
     td_arena_release(ar, mark);
     return TD_OK;
+nomem:
+    td_arena_release(ar, mark);
+    return td_error_set(err, TD_ENOMEM,
+                        "bnn: scratch arena too small (%zu bytes needed)",
+                        td_bnn_scratch_bytes(m));
 }

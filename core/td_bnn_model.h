@@ -40,6 +40,8 @@
 
 #include "td_arena.h"
 #include "td_bnn.h"
+#include "td_bnn_slice.h"
+#include "td_bnn_stem.h"
 #include "td_err.h"
 #include "td_mst.h"
 #include "td_safetensors.h"
@@ -85,6 +87,15 @@ typedef struct td_bnn_model {
     char **labels;        /* classes entries, or NULL */
     float mean[TD_BNN_MAX_IN_CH], std[TD_BNN_MAX_IN_CH];
     td_mst_stats total;   /* bit-ops per image */
+    /* The bit-sliced form of every block (td_bnn_slice.h), with the MST
+     * plans; images go through it slice_chunk at a time. */
+    td_bslice slice[TD_BNN_MAX_BLOCKS];
+    int slice_ok;         /* 0: this shape does not suit slicing (then
+                             TD_BNN_SLICE runs the vertical plan) */
+    char slice_note[600]; /* why not, when !slice_ok */
+    int slice_chunk;      /* images per pass */
+    td_bslice_layout slice_lay0; /* the stem's planar output */
+    td_bnn_stem stem;     /* the stem's kernels (and planar tables) */
     void *mem;            /* owned */
 } td_bnn_model;
 
@@ -150,12 +161,23 @@ td_status td_bnn_from_latent(td_bnn_model **out, const td_bnn_latent *src,
 td_status td_bnn_export(const td_bnn_latent *src, const char *path,
                         td_error *err);
 
+/* Forward flag: the bit-sliced executor (td_bnn_slice.h); with
+ * TD_BCONV_PLAN it runs the MST plans, else every channel from its row. */
+#define TD_BNN_SLICE 8
+
+/* Rebuild the bit-sliced blocks with (plan = 1) or without the MST plans
+ * (every channel counted from its own row: the bit-sliced dense layers,
+ * for comparison). td_bnn_load builds them with the plans. */
+td_status td_bnn_slice_rebuild(td_bnn_model *m, int plan, td_error *err);
+
 /* Arena bytes td_bnn_forward needs (independent of the batch). */
 size_t td_bnn_scratch_bytes(const td_bnn_model *m);
 /* in: (N, in_ch, in_h, in_w) NCHW float, normalised; logits:
  * (N, classes). flags: TD_BCONV_PLAN for the MST plans (else dense
- * binary layers), TD_BCONV_PORTABLE for no SIMD; every combination gives
- * the same logits. The arena is left as it was found. */
+ * binary layers), TD_BNN_SLICE for the bit-sliced executor,
+ * TD_BCONV_PORTABLE for no SIMD; every combination gives the same logits
+ * (the binary layers' integers are exact and the pooling sums them before
+ * scaling). The arena is left as it was found. */
 td_status td_bnn_forward(const td_bnn_model *m, int flags, td_arena *a,
                          const float *in, int n, float *logits,
                          td_error *err);

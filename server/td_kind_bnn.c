@@ -59,6 +59,14 @@ static json_t *bnn_describe(const void *impl)
                   "arch", arch ? json_loads(arch, 0, NULL) : json_null(),
                   "stats", td_bnn_stats_json(m), "mean", mean, "std", std);
     free(arch);
+    /* which executor runs the MST plans (docs/BNN.md), and why not the
+     * bit-sliced one when it does not */
+    if (o && m->slice_ok) {
+        json_object_set_new(o, "executor", json_string("bit-sliced"));
+    } else if (o) {
+        json_object_set_new(o, "executor", json_string("xor-popcount"));
+        json_object_set_new(o, "executor_note", json_string(m->slice_note));
+    }
     return o;
 }
 
@@ -89,7 +97,7 @@ static size_t bnn_scratch(const void *impl, const td_infer_params *params,
                           int64_t rows)
 {
     (void)params;
-    (void)rows; /* images run one at a time */
+    (void)rows; /* images run slice_chunk at a time: bounded by the model */
     return td_bnn_scratch_bytes(((const bnn_servable *)impl)->m);
 }
 
@@ -105,7 +113,7 @@ static td_status bnn_infer(const void *impl, const td_tensor *inputs,
     (void)params;
     if (!logits)
         return err->status;
-    st = rows > 0 ? td_bnn_forward(m, TD_BCONV_PLAN, scratch, inputs[0].data, rows,
+    st = rows > 0 ? td_bnn_forward(m, TD_BCONV_PLAN | TD_BNN_SLICE, scratch, inputs[0].data, rows,
                                    logits, err)
                   : TD_OK;
     if (st != TD_OK) {

@@ -187,6 +187,8 @@ def _():
     eq(doc.get("kind"), "bnn", "kind")
     p = doc["parameters"]
     eq((p.get("binary"), p.get("mst")), (True, True), "binary, mst")
+    # the fmnist shape runs the MST plans bit-sliced (docs/BNN.md)
+    eq(p.get("executor"), "bit-sliced", "executor (%r)" % p.get("executor_note"))
     eq(doc["inputs"][0]["shape"], [-1, 1, 28, 28], "input shape")
     stats = p["stats"]
     file_stats = json.loads(META["bnn_stats"])

@@ -1,0 +1,341 @@
+/* td_bnn_stem: the binary network's real first convolution, direct (see
+ * td_bnn_stem.h). */
+#include "config.h"
+
+#include "td_bnn_stem.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define TD_STEM_X86 1
+#endif
+
+static int has_avx512(void)
+{
+#ifdef TD_STEM_X86
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+void td_bnn_stem_release(td_bnn_stem *s)
+{
+    if (!s)
+        return;
+    free(s->px_src);
+    free(s->tap_src);
+    free(s->valid);
+    s->px_src = NULL;
+    s->tap_src = NULL;
+    s->valid = NULL;
+}
+
+/* Input offset (ci, iy, ix) of tap t = (ky, kx, ci) at output (y, x), or
+ * -1 in the padding. */
+static int32_t tap_offset(const td_bnn_stem *s, int t, int y, int x)
+{
+    int ci = t % s->in_ch, kx = t / s->in_ch % s->k, ky = t / s->in_ch / s->k;
+    int iy = y * s->stride - s->pad + ky, ix = x * s->stride - s->pad + kx;
+    if (iy < 0 || iy >= s->in_h || ix < 0 || ix >= s->in_w)
+        return -1;
+    return (int32_t)(((int64_t)ci * s->in_h + iy) * s->in_w + ix);
+}
+
+td_status td_bnn_stem_prepare(td_bnn_stem *s, int in_ch, int in_h, int in_w,
+                              int k, int stride, int pad, int cout,
+                              const float *wt, const float *scale,
+                              const float *bias, const td_bslice_layout *lay,
+                              td_error *err)
+{
+    memset(s, 0, sizeof *s);
+    s->in_ch = in_ch;
+    s->in_h = in_h;
+    s->in_w = in_w;
+    s->k = k;
+    s->stride = stride;
+    s->pad = pad;
+    s->cout = cout;
+    s->ho = td_bconv_out(in_h, k, stride, pad);
+    s->wo = td_bconv_out(in_w, k, stride, pad);
+    s->wt = wt;
+    s->scale = scale;
+    s->bias = bias;
+    if (s->ho <= 0 || s->wo <= 0)
+        return td_error_set(err, TD_EINVAL, "bnn stem: no output");
+    {
+        int taps = k * k * in_ch;
+        s->px_src = malloc((size_t)s->ho * (size_t)s->wo * (size_t)taps *
+                           sizeof(int32_t));
+        if (!s->px_src)
+            return td_error_set(err, TD_ENOMEM, "bnn stem: out of memory");
+        for (int y = 0; y < s->ho; y++)
+            for (int x = 0; x < s->wo; x++)
+                for (int t = 0; t < taps; t++)
+                    s->px_src[((size_t)y * (size_t)s->wo + (size_t)x) *
+                                  (size_t)taps + (size_t)t] =
+                        tap_offset(s, t, y, x);
+    }
+    if (!lay)
+        return TD_OK;
+    {
+        int taps = k * k * in_ch;
+        int32_t *lane_of_px;
+        size_t npx = (size_t)s->ho * (size_t)s->wo;
+        if (lay->h != s->ho || lay->w != s->wo)
+            return td_error_set(err, TD_EINVAL,
+                                "bnn stem: layout is not the stem's output");
+        s->lay = *lay;
+        s->lanes = lay->lw * 64;
+        s->tap_src = malloc((size_t)taps * (size_t)s->lanes * sizeof(int32_t));
+        s->valid = calloc((size_t)lay->lw, sizeof(uint64_t));
+        lane_of_px = malloc(npx * sizeof *lane_of_px);
+        if (!s->tap_src || !s->valid || !lane_of_px) {
+            free(lane_of_px);
+            td_bnn_stem_release(s);
+            return td_error_set(err, TD_ENOMEM, "bnn stem: out of memory");
+        }
+        for (size_t i = 0; i < (size_t)taps * (size_t)s->lanes; i++)
+            s->tap_src[i] = -1;
+        td_bslice_lane_table(lay, lane_of_px);
+        for (int y = 0; y < s->ho; y++)
+            for (int x = 0; x < s->wo; x++) {
+                int32_t ln = lane_of_px[(size_t)y * (size_t)s->wo + (size_t)x];
+                s->valid[ln / 64] |= 1ULL << (ln % 64);
+                for (int t = 0; t < taps; t++)
+                    s->tap_src[(size_t)t * (size_t)s->lanes + (size_t)ln] =
+                        tap_offset(s, t, y, x);
+            }
+        free(lane_of_px);
+    }
+    return TD_OK;
+}
+
+/* ------------------------------------------------------------------- NHWC */
+
+static void nhwc_portable(const td_bnn_stem *s, const float *in,
+                          uint64_t *out)
+{
+    int taps = s->k * s->k * s->in_ch, cw = (s->cout + 63) / 64;
+    float acc[64];
+    for (int y = 0; y < s->ho; y++)
+        for (int x = 0; x < s->wo; x++) {
+            uint64_t *o = out + ((size_t)y * (size_t)s->wo + (size_t)x) *
+                                    (size_t)cw;
+            for (int c0 = 0; c0 < s->cout; c0 += 64) {
+                int n = s->cout - c0 < 64 ? s->cout - c0 : 64;
+                uint64_t word = 0;
+                for (int c = 0; c < n; c++)
+                    acc[c] = 0.0f;
+                const int32_t *ps = s->px_src +
+                                    ((size_t)y * (size_t)s->wo + (size_t)x) *
+                                        (size_t)taps;
+                for (int t = 0; t < taps; t++) {
+                    int32_t src = ps[t];
+                    float xv = src < 0 ? 0.0f : in[src];
+                    const float *w = s->wt + (size_t)t * (size_t)s->cout + c0;
+                    for (int c = 0; c < n; c++)
+                        acc[c] = fmaf(xv, w[c], acc[c]);
+                }
+                for (int c = 0; c < n; c++) {
+                    float z = s->scale[c0 + c] * acc[c];
+                    word |= (uint64_t)(z + s->bias[c0 + c] < 0.0f) << c;
+                }
+                o[c0 / 64] = word;
+            }
+        }
+}
+
+#ifdef TD_STEM_X86
+/* 16 channels per register, NV registers (one output word: NV <= 4) and
+ * 4 pixels per pass: 4*NV independent FMA chains hide the FMA latency.
+ * Inlined per NV so that the accumulators live in registers. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+nhwc_word(const td_bnn_stem *s, const float *in, uint64_t *out, int c0,
+          const int NV)
+{
+    int taps = s->k * s->k * s->in_ch, cw = (s->cout + 63) / 64;
+    int npx = s->ho * s->wo;
+    __mmask16 m[4];
+    __m512 a[4], b[4];
+    for (int q = 0; q < NV; q++) {
+        int n = s->cout - c0 - 16 * q;
+        m[q] = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+        a[q] = _mm512_maskz_loadu_ps(m[q], s->scale + c0 + 16 * q);
+        b[q] = _mm512_maskz_loadu_ps(m[q], s->bias + c0 + 16 * q);
+    }
+    for (int p0 = 0; p0 < npx; p0 += 4) {
+        const int32_t *ps[4];
+        __m512 acc[4][4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            int p = p0 + i < npx ? p0 + i : p0; /* spare lanes redo p0 */
+            ps[i] = s->px_src + (size_t)p * (size_t)taps;
+#pragma GCC unroll 4
+            for (int q = 0; q < NV; q++)
+                acc[i][q] = _mm512_setzero_ps();
+        }
+        for (int t = 0; t < taps; t++) {
+            const float *w = s->wt + (size_t)t * (size_t)s->cout + c0;
+            __m512 wv[4];
+#pragma GCC unroll 4
+            for (int q = 0; q < NV; q++)
+                wv[q] = _mm512_maskz_loadu_ps(m[q], w + 16 * q);
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                int32_t src = ps[i][t];
+                __m512 xv = _mm512_set1_ps(src < 0 ? 0.0f : in[src]);
+#pragma GCC unroll 4
+                for (int q = 0; q < NV; q++)
+                    acc[i][q] = _mm512_fmadd_ps(xv, wv[q], acc[i][q]);
+            }
+        }
+        for (int i = 0; i < 4 && p0 + i < npx; i++) {
+            uint64_t word = 0;
+            for (int q = 0; q < NV; q++) {
+                __m512 z = _mm512_add_ps(_mm512_mul_ps(a[q], acc[i][q]), b[q]);
+                word |= (uint64_t)_mm512_mask_cmp_ps_mask(
+                            m[q], z, _mm512_setzero_ps(), _CMP_LT_OQ)
+                        << (16 * q);
+            }
+            out[(size_t)(p0 + i) * (size_t)cw + (size_t)(c0 / 64)] = word;
+        }
+    }
+}
+
+__attribute__((target("avx512f"))) static void
+nhwc_avx512(const td_bnn_stem *s, const float *in, uint64_t *out)
+{
+    for (int c0 = 0; c0 < s->cout; c0 += 64) {
+        int left = s->cout - c0;
+        if (left > 48)
+            nhwc_word(s, in, out, c0, 4);
+        else if (left > 32)
+            nhwc_word(s, in, out, c0, 3);
+        else if (left > 16)
+            nhwc_word(s, in, out, c0, 2);
+        else
+            nhwc_word(s, in, out, c0, 1);
+    }
+}
+#endif
+
+void td_bnn_stem_nhwc(const td_bnn_stem *s, int flags, const float *in,
+                      uint64_t *out)
+{
+#ifdef TD_STEM_X86
+    if (!(flags & TD_BNN_STEM_PORTABLE) && has_avx512()) {
+        nhwc_avx512(s, in, out);
+        return;
+    }
+#endif
+    (void)flags;
+    nhwc_portable(s, in, out);
+}
+
+/* ----------------------------------------------------------------- planar */
+
+size_t td_bnn_stem_planar_scratch(const td_bnn_stem *s)
+{
+    return (size_t)s->k * (size_t)s->k * (size_t)s->in_ch * (size_t)s->lanes;
+}
+
+/* scratch: (taps, lanes) the input each tap reads at each lane */
+static void gather_taps(const td_bnn_stem *s, const float *in, float *xt)
+{
+    size_t n = td_bnn_stem_planar_scratch(s);
+    for (size_t i = 0; i < n; i++) {
+        int32_t src = s->tap_src[i];
+        xt[i] = src < 0 ? 0.0f : in[src];
+    }
+}
+
+static void planar_portable(const td_bnn_stem *s, const float *xt,
+                            uint64_t *out, size_t stride)
+{
+    int taps = s->k * s->k * s->in_ch;
+    for (int c = 0; c < s->cout; c++) {
+        uint64_t *o = out + (size_t)c * stride;
+        for (int w = 0; w < s->lay.lw; w++) {
+            uint64_t word = 0;
+            for (int b = 0; b < 64; b++) {
+                size_t ln = (size_t)w * 64 + (size_t)b;
+                float acc = 0.0f, z;
+                for (int t = 0; t < taps; t++)
+                    acc = fmaf(xt[(size_t)t * (size_t)s->lanes + ln],
+                               s->wt[(size_t)t * (size_t)s->cout + (size_t)c],
+                               acc);
+                z = s->scale[c] * acc;
+                word |= (uint64_t)(z + s->bias[c] < 0.0f) << b;
+            }
+            o[w] = word & s->valid[w];
+        }
+    }
+}
+
+#ifdef TD_STEM_X86
+/* 16 lanes per register; NW output words (4*NW registers, as many
+ * independent FMA chains) per pass. Inlined per NW so that the
+ * accumulators live in registers. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+planar_words(const td_bnn_stem *s, const float *xt, uint64_t *o, int c,
+             int w, const int NW)
+{
+    int taps = s->k * s->k * s->in_ch;
+    __m512 a = _mm512_set1_ps(s->scale[c]), b = _mm512_set1_ps(s->bias[c]);
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int q = 0; q < 4 * NW; q++)
+        acc[q] = _mm512_setzero_ps();
+    for (int t = 0; t < taps; t++) {
+        __m512 wv = _mm512_set1_ps(s->wt[(size_t)t * (size_t)s->cout + (size_t)c]);
+        const float *x = xt + (size_t)t * (size_t)s->lanes + (size_t)w * 64;
+#pragma GCC unroll 8
+        for (int q = 0; q < 4 * NW; q++)
+            acc[q] = _mm512_fmadd_ps(_mm512_loadu_ps(x + 16 * q), wv, acc[q]);
+    }
+#pragma GCC unroll 2
+    for (int j = 0; j < NW; j++) {
+        uint64_t word = 0;
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) {
+            __m512 z = _mm512_add_ps(_mm512_mul_ps(a, acc[4 * j + q]), b);
+            word |= (uint64_t)_mm512_cmp_ps_mask(z, _mm512_setzero_ps(),
+                                                 _CMP_LT_OQ)
+                    << (16 * q);
+        }
+        o[w + j] = word & s->valid[w + j];
+    }
+}
+
+__attribute__((target("avx512f"))) static void
+planar_avx512(const td_bnn_stem *s, const float *xt, uint64_t *out,
+              size_t stride)
+{
+    for (int c = 0; c < s->cout; c++) {
+        uint64_t *o = out + (size_t)c * stride;
+        int w = 0;
+        for (; w + 2 <= s->lay.lw; w += 2)
+            planar_words(s, xt, o, c, w, 2);
+        if (w < s->lay.lw)
+            planar_words(s, xt, o, c, w, 1);
+    }
+}
+#endif
+
+void td_bnn_stem_planar(const td_bnn_stem *s, int flags, const float *in,
+                        uint64_t *out, size_t stride, float *scratch)
+{
+    gather_taps(s, in, scratch);
+#ifdef TD_STEM_X86
+    if (!(flags & TD_BNN_STEM_PORTABLE) && has_avx512()) {
+        planar_avx512(s, scratch, out, stride);
+        return;
+    }
+#endif
+    (void)flags;
+    planar_portable(s, scratch, out, stride);
+}
