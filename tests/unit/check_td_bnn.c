@@ -475,7 +475,8 @@ START_TEST(test_model_export_load_forward)
         for (int i = 0; i < n * 12 * 11; i++)
             in[i] = rfl() * 2;
         ck_assert_int_eq(td_bnn_forward(m, 0, &ar, in, n, ld, &err), TD_OK);
-        for (int f = 1; f <= 7; f++) {
+        for (int f = 1; f <= 15; f++) { /* every flag: plan, portable,
+                                           8-channel, bit-sliced */
             ck_assert_int_eq(td_bnn_forward(m, f, &ar, in, n, lp, &err), TD_OK);
             ck_assert_int_eq(memcmp(ld, lp, sizeof ld), 0); /* bit-exact */
         }
@@ -665,7 +666,8 @@ START_TEST(test_model_refuses_bad_files)
 END_TEST
 
 /* Every bundled model of kind "bnn" (models/zoo): plan == dense on random
- * inputs. Passes vacuously while none is bundled (said in the log). */
+ * inputs, through both executors, and the bit-sliced one applies.
+ * Passes vacuously while none is bundled (said in the log). */
 START_TEST(test_bundled_models_plan_exact)
 {
     const char *src = getenv("TD_SRCDIR");
@@ -705,10 +707,13 @@ START_TEST(test_bundled_models_plan_exact)
             in[i] = rfl() * 2;
         ck_assert_int_eq(td_arena_init(&ar, td_bnn_scratch_bytes(m), NULL), TD_OK);
         ck_assert_int_eq(td_bnn_forward(m, TD_BCONV_PORTABLE, &ar, in, 4, a, NULL), TD_OK);
-        for (int fl = 0; fl <= 1; fl++) {
-            ck_assert_int_eq(td_bnn_forward(m, TD_BCONV_PLAN | (fl ? TD_BCONV_PORTABLE : 0), &ar, in, 4, b, NULL), TD_OK);
-            ck_assert_msg(memcmp(a, b, 4 * (size_t)m->arch.classes * sizeof *a) == 0, "%s: plan != dense", path);
+        for (int fl = 0; fl <= 3; fl++) { /* XOR-popcount and bit-sliced */
+            int flags = TD_BCONV_PLAN | (fl & 1 ? TD_BCONV_PORTABLE : 0) |
+                        (fl & 2 ? TD_BNN_SLICE : 0);
+            ck_assert_int_eq(td_bnn_forward(m, flags, &ar, in, 4, b, NULL), TD_OK);
+            ck_assert_msg(memcmp(a, b, 4 * (size_t)m->arch.classes * sizeof *a) == 0, "%s: plan (flags %d) != dense", path, flags);
         }
+        ck_assert_msg(m->slice_ok, "%s: not sliced: %s", path, m->slice_note);
         td_arena_free(&ar);
         free(in); free(a); free(b);
         td_bnn_free(m);
