@@ -39,6 +39,7 @@
 #include "td_bitpack.h"
 #include "td_bnn.h"
 #include "td_bnn_model.h"
+#include "td_bnn_slice.h"
 #include "td_gemm.h"
 #include "td_kernels.h"
 #include "td_mst.h"
@@ -106,6 +107,54 @@ typedef struct layer_ctx {
     float *xf, *cols, *wf, *yf;
     int cin, cout, k;
 } layer_ctx;
+
+/* One bit-sliced layer (td_bnn_slice.h) on random planar input, n
+ * images. */
+typedef struct slice_ctx {
+    td_bslice l;
+    int n;
+    uint64_t *in, *out, *scr;
+} slice_ctx;
+
+static void run_slice(void *p)
+{
+    slice_ctx *c = p;
+    td_bslice_forward(&c->l, 0, c->in, td_bslice_stride(c->l.in.lw, c->n),
+                      c->n, c->out, NULL, c->scr);
+}
+
+/* CPU ms per image of the bit-sliced layer at n images per call. */
+static double slice_layer_ms(const td_bconv *conv, const td_mst_plan *plan,
+                             int hw, int n, const int8_t *ts,
+                             const int32_t *thr)
+{
+    int k[1] = {conv->k}, st[1] = {1}, pad[1] = {conv->pad};
+    td_bslice_layout lay[2];
+    slice_ctx c;
+    size_t words;
+    double ms, wall;
+    if (!td_bslice_layouts(1, k, st, pad, hw, hw, lay, NULL) ||
+        td_bslice_prepare(&c.l, conv, &lay[0], &lay[1], n, plan, ts, thr,
+                          NULL) != TD_OK)
+        return 0;
+    c.n = n;
+    words = (size_t)conv->cin * td_bslice_stride(lay[0].lw, n);
+    c.in = calloc(words + 2 * TD_BSLICE_GUARD, 8);
+    for (size_t i = 0; i < words; i++)
+        c.in[TD_BSLICE_GUARD + i] =
+            ((uint64_t)(frand() * 4e9) << 32) ^ (uint64_t)(frand() * 4e9);
+    c.out = calloc((size_t)conv->cout * td_bslice_stride(lay[1].lw, n) +
+                       TD_BSLICE_GUARD,
+                   8);
+    c.scr = aligned_alloc(64, (td_bslice_scratch_words(&c.l) * 8 + 63) / 64 * 64);
+    c.in += TD_BSLICE_GUARD;
+    measure(run_slice, &c, &ms, &wall);
+    free(c.in - TD_BSLICE_GUARD);
+    free(c.out);
+    free(c.scr);
+    td_bslice_release(&c.l);
+    return ms / n;
+}
 
 static void run_binary(void *p)
 {
@@ -218,11 +267,16 @@ static void bench_layer(int cin, int cout, int hw, int flip)
         dc = xc;
         dw = xw;
     }
-    printf("%4d %4d %3dx%-3d %5s %7.2f %6lld/%-6lld %9.4f %9.4f %9.4f  "
-           "%5.2fx %6.1fx %6.1fx   (wall %.4f %.4f %.4f)\n",
-           cin, cout, hw, hw, lab, st.bitops_ratio,
-           (long long)(plan.n_diff + kw), (long long)cout * kw, dc, pc, fc,
-           dc / pc, fc / dc, fc / pc, dw, pw, fw);
+    {
+        double s1 = slice_layer_ms(&c.l, &plan, hw, 1, c.ts, c.thr);
+        double s16 = slice_layer_ms(&c.l, &plan, hw, 16, c.ts, c.thr);
+        printf("%4d %4d %3dx%-3d %5s %7.2f %6lld/%-6lld %9.4f %9.4f %9.4f "
+               "%9.4f %9.4f  %5.2fx %5.2fx %5.2fx %6.1fx   (wall %.4f %.4f "
+               "%.4f)\n",
+               cin, cout, hw, hw, lab, st.bitops_ratio,
+               (long long)(plan.n_diff + kw), (long long)cout * kw, dc, pc,
+               s1, s16, fc, dc / pc, dc / s1, dc / s16, fc / dc, dw, pw, fw);
+    }
     td_bconv_release(&c.l);
     td_mst_plan_free(&plan);
     free(rows); free(c.in); free(c.out); free(c.y); free(c.scr); free(c.ts);
@@ -729,7 +783,9 @@ int main(int argc, char **argv)
     printf("Part 1: one 3x3 layer (stride 1, pad 1), one image; flip = %% "
            "of bits flipped in near-copy channels\n");
     printf(" cin cout  HxW   flip  bitops  words plan/dense   dense_ms   "
-           "plan_ms   fp32_ms  dense/plan fp32/dense fp32/plan\n");
+           "plan_ms  sl_b1_ms sl_b16_ms   fp32_ms  d/plan d/sl1 d/sl16 "
+           "fp32/dense\n  (sl: the bit-sliced plan, per image at batch 1 "
+           "and 16)\n");
     for (size_t s = 0; argc < 3 && s < sizeof shapes / sizeof *shapes; s++)
         for (size_t f = 0; f < sizeof flips / sizeof *flips; f++) {
             bench_layer(shapes[s][0], shapes[s][1], shapes[s][2], flips[f]);
