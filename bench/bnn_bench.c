@@ -491,7 +491,7 @@ static void run_fp32_net(void *p)
  * chunks of the model's slice_chunk images as td_bnn_forward runs them. */
 typedef struct layers_ctx {
     td_bnn_model *m;
-    int n, flags, sliced;
+    int n, flags, sliced, only; /* only: one block, or -1 for all */
     uint64_t *in[TD_BNN_MAX_BLOCKS], *out, *scr;
     int32_t *y;
     int64_t *ysum;
@@ -504,6 +504,11 @@ static void run_layers(void *p)
     int h = m->stem_h, w = m->stem_w;
     for (int i = 0; i < m->arch.n_blocks; i++) {
         const td_bnn_block *b = &m->blocks[i];
+        if (c->only >= 0 && i != c->only) {
+            h = b->h_out;
+            w = b->w_out;
+            continue;
+        }
         if (c->sliced) {
             const td_bslice *l = &m->slice[i];
             for (int i0 = 0; i0 < c->n; i0 += m->slice_chunk) {
@@ -586,26 +591,36 @@ static void layers_free(layers_ctx *c)
     free(c->out); free(c->scr); free(c->y); free(c->ysum);
 }
 
-/* Median CPU ms per call of the binary layers: sliced (with the plans, or
- * with every channel from its own row) or XOR-popcount (the faster dense
- * kernel). */
-static double layers_ms(td_bnn_model *m, int n, int mode)
+/* Median CPU ms per call of the binary layers, block by block (per[]),
+ * summed: mode 0 XOR-popcount dense (the faster dense kernel), 1 bit-sliced
+ * plans, 2 bit-sliced dense (every channel from its own row), 3
+ * XOR-popcount plans. */
+static double layers_ms(td_bnn_model *m, int n, int mode, double *per)
 {
     layers_ctx c;
-    double ms, wall, ms2;
+    double ms, wall, ms2, sum = 0;
     td_error err;
     if (mode == 2 && td_bnn_slice_rebuild(m, 0, &err) != TD_OK) {
         fprintf(stderr, "bnn_bench: %s\n", err.msg);
         exit(1);
     }
-    layers_init(&c, m, n, mode != 0, 0);
-    measure(run_layers, &c, &ms, &wall);
-    if (mode == 0) { /* the 8-channel dense kernel too; the faster counts */
-        c.flags = TD_BCONV_CH8;
-        measure(run_layers, &c, &ms2, &wall);
-        if (ms2 < ms)
-            ms = ms2;
+    layers_init(&c, m, n, mode == 1 || mode == 2,
+                mode == 3 ? TD_BCONV_PLAN : 0);
+    for (int i = 0; i < m->arch.n_blocks; i++) {
+        c.only = i;
+        measure(run_layers, &c, &ms, &wall);
+        if (mode == 0) { /* the 8-channel dense kernel too; the faster */
+            c.flags = TD_BCONV_CH8;
+            measure(run_layers, &c, &ms2, &wall);
+            c.flags = 0;
+            if (ms2 < ms)
+                ms = ms2;
+        }
+        if (per)
+            per[i] = ms;
+        sum += ms;
     }
+    ms = sum;
     layers_free(&c);
     if (mode == 2 && td_bnn_slice_rebuild(m, 1, &err) != TD_OK) {
         fprintf(stderr, "bnn_bench: %s\n", err.msg);
@@ -621,7 +636,7 @@ static void net_measure(td_bnn_model *m, const char *label, int n,
 {
     net_ctx c;
     const td_bnn_arch arch = m->arch;
-    double dc, dw, pc, pw, fc, fw, sc, sw;
+    double dc, dw, pc, pw, fc, fw, sc, sw, ac, aw;
     size_t maxact = 0, maxcols = 0, in_n;
     memset(&c, 0, sizeof c);
     c.m = m;
@@ -667,6 +682,8 @@ static void net_measure(td_bnn_model *m, const char *label, int n,
     measure(run_net, &c, &pc, &pw);
     c.use_plan = TD_BCONV_PLAN | TD_BNN_SLICE;
     measure(run_net, &c, &sc, &sw);
+    c.use_plan = TD_BCONV_PLAN | TD_BNN_AUTO; /* what the daemon runs */
+    measure(run_net, &c, &ac, &aw);
     measure(run_fp32_net, &c, &fc, &fw);
     if (!table)
         printf("%-22s dense kernels: 8-pixel %.4f ms, 8-channel %.4f ms\n",
@@ -676,26 +693,42 @@ static void net_measure(td_bnn_model *m, const char *label, int n,
         dw = xw;
     }
     if (table) {
-        double ld = layers_ms(m, n, 0), lp = 0, lsd = 0;
+        /* the binary layers alone; "auto" sums, block by block, the
+         * executor td_bnn_block_sliced picks for a pass of min(n, chunk)
+         * images (the conversions between forms are in the network
+         * times, not here) */
+        double sp[TD_BNN_MAX_BLOCKS], xp[TD_BNN_MAX_BLOCKS];
+        double ld = layers_ms(m, n, 0, NULL), lp = 0, lsd = 0, la = 0;
+        double lx = layers_ms(m, n, 3, xp);
+        int nb = m->slice_chunk > 0 && n > m->slice_chunk ? m->slice_chunk : n;
+        char pick[TD_BNN_MAX_BLOCKS + 1];
         if (m->slice_ok) {
-            lp = layers_ms(m, n, 1);
-            lsd = layers_ms(m, n, 2);
+            lp = layers_ms(m, n, 1, sp);
+            lsd = layers_ms(m, n, 2, NULL);
         }
-        printf("%-30s %3d %6.2fx | %8.4f %8.4f %8.4f %6.2fx | %8.4f %8.4f "
-               "%8.4f %8.3f %6.2fx %6.1fx  (wall %.4f %.4f %.4f)\n",
-               label, n, m->total.bitops_ratio, ld, lsd, lp,
-               lp > 0 ? ld / lp : 0, dc, pc, sc, fc, dc / sc, fc / sc, dw,
-               sw, fw);
+        for (int i = 0; i < arch.n_blocks; i++) {
+            int sl = td_bnn_block_sliced(m, i, nb, TD_BNN_AUTO);
+            pick[i] = sl ? 'S' : 'X';
+            la += sl ? sp[i] : xp[i];
+        }
+        pick[arch.n_blocks] = 0;
+        (void)lx;
+        printf("%-28s %3d %6.2fx | %8.4f %8.4f %8.4f %8.4f %-5s %6.2fx | "
+               "%8.4f %8.4f %8.4f %8.4f %8.3f %6.2fx %6.1fx  (wall %.4f "
+               "%.4f %.4f)\n",
+               label, n, m->total.bitops_ratio, ld, lsd, lp, la, pick,
+               la > 0 ? ld / la : 0, dc, pc, sc, ac, fc, dc / ac, fc / ac,
+               dw, aw, fw);
         goto done;
     }
     printf("%-22s bitops/img dense %lld mst %lld (%.2fx)\n", label,
            (long long)c.m->total.bitops_dense,
            (long long)c.m->total.bitops_mst, c.m->total.bitops_ratio);
-    printf("  dense %.4f ms  plan %.4f ms  sliced plan %.4f ms  fp32 %.4f "
-           "ms   plan/dense speed-up %.2fx  sliced %.2fx  fp32/dense %.1fx  "
-           "fp32/sliced %.1fx  (wall %.4f %.4f %.4f %.4f)\n",
-           dc, pc, sc, fc, dc / pc, dc / sc, fc / dc, fc / sc, dw, pw, sw,
-           fw);
+    printf("  dense %.4f ms  plan %.4f ms  sliced plan %.4f ms  auto %.4f "
+           "ms  fp32 %.4f ms   speed-up over dense: plan %.2fx  sliced "
+           "%.2fx  auto %.2fx  fp32/auto %.1fx  (wall %.4f %.4f %.4f %.4f)\n",
+           dc, pc, sc, ac, fc, dc / pc, dc / sc, dc / ac, fc / ac, dw, pw,
+           sw, fw);
 done:
     for (int i = 0; i < TD_BNN_MAX_BLOCKS; i++)
         free(c.wts[i]);
@@ -725,12 +758,16 @@ static int bench_files(int nfiles, char **files)
 {
     printf("Part 4: model files. CPU ms per call of `batch` images.\n"
            "  binary layers alone: XOR-popcount dense | bit-sliced dense | "
-           "bit-sliced MST plan | dense/plan\n"
+           "bit-sliced MST plan | MST plan, each block on the executor "
+           "TD_BNN_AUTO picks (S bit-sliced, X XOR-popcount) | dense/auto\n"
            "  whole network: XOR-popcount dense | XOR-popcount plan | "
-           "bit-sliced plan | fp32 | dense/sliced | fp32/sliced\n");
-    printf("%-30s %3s %7s | %8s %8s %8s %7s | %8s %8s %8s %8s %7s %6s\n",
-           "model", "b", "bitops", "dense", "sl_dense", "sl_plan", "d/p",
-           "dense", "xp_plan", "sl_plan", "fp32", "d/s", "f/s");
+           "bit-sliced plan | auto (the daemon's) | fp32 | dense/auto | "
+           "fp32/auto\n");
+    printf("%-28s %3s %7s | %8s %8s %8s %8s %-5s %7s | %8s %8s %8s %8s %8s "
+           "%7s %6s\n",
+           "model", "b", "bitops", "dense", "sl_dense", "sl_plan", "auto",
+           "pick", "d/a", "dense", "xp_plan", "sl_plan", "auto", "fp32",
+           "d/a", "f/a");
     for (int i = 0; i < nfiles; i++) {
         td_bnn_model *m = NULL;
         td_error err;

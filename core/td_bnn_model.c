@@ -259,6 +259,8 @@ void td_bnn_free(td_bnn_model *m)
         td_bslice_release(&m->slice[i]);
     }
     td_bnn_stem_release(&m->stem);
+    for (int i = 0; i <= TD_BNN_MAX_BLOCKS; i++)
+        free(m->slice_lane[i]);
     if (m->labels)
         free(m->labels);
     free(m->stem_wt_t);
@@ -402,7 +404,15 @@ td_status td_bnn_slice_rebuild(td_bnn_model *m, int plan, td_error *err)
     /* enough images per pass to fill a 512-bit vector in the narrowest
      * layer */
     m->slice_chunk = 8 / min_lw;
-    m->slice_lay0 = lay[0];
+    for (int i = 0; i <= n; i++) {
+        m->slice_lay[i] = lay[i];
+        free(m->slice_lane[i]);
+        m->slice_lane[i] = malloc((size_t)lay[i].h * (size_t)lay[i].w *
+                                  sizeof(int32_t));
+        if (!m->slice_lane[i])
+            return td_error_set(err, TD_ENOMEM, "bnn: out of memory");
+        td_bslice_lane_table(&lay[i], m->slice_lane[i]);
+    }
     {
         const td_bnn_arch *a = &m->arch;
         td_status s;
@@ -981,6 +991,7 @@ typedef struct fwd_sizes {
     size_t stem_f, bits, y, scr_words, pooled;
     size_t sl_act, sl_scr, sl_sum; /* bit-sliced: planar buffer, scratch
                                       and sums (words), one chunk */
+    size_t sl_nhwc, sl_lanes, sl_y, sl_cscr; /* mixed passes (words) */
 } fwd_sizes;
 
 static void forward_sizes(const td_bnn_model *m, fwd_sizes *z)
@@ -1003,9 +1014,30 @@ static void forward_sizes(const td_bnn_model *m, fwd_sizes *z)
     }
     z->pooled = (size_t)m->arch.blocks[m->arch.n_blocks - 1].cout;
     if (m->slice_ok) {
-        int nb = m->slice_chunk;
-        const td_bslice_layout *l0 = &m->slice_lay0;
+        int nb = m->slice_chunk, c = m->arch.stem.cout;
+        const td_bslice_layout *l0 = &m->slice_lay[0];
         z->sl_act = (size_t)m->arch.stem.cout * td_bslice_stride(l0->lw, nb);
+        /* where executors meet: NHWC bits of the pass, the blocks'
+         * integers and scratch, and a lane-ordered copy of one image */
+        for (int i = 0; i <= m->arch.n_blocks; i++) {
+            const td_bslice_layout *L = &m->slice_lay[i];
+            size_t lpx = (size_t)L->h * (size_t)L->w;
+            size_t cw = (size_t)td_bp_words(c);
+            if (lpx * cw * (size_t)nb > z->sl_nhwc)
+                z->sl_nhwc = lpx * cw * (size_t)nb;
+            if ((size_t)L->lw * 64 * cw > z->sl_lanes)
+                z->sl_lanes = (size_t)L->lw * 64 * cw;
+            if (i < m->arch.n_blocks) {
+                const td_bnn_block *b = &m->blocks[i];
+                size_t yw = (size_t)b->h_out * (size_t)b->w_out *
+                            (size_t)b->spec.cout * (size_t)nb;
+                if (yw > z->sl_y)
+                    z->sl_y = yw;
+                if (td_bconv_scratch_words(&b->conv) > z->sl_cscr)
+                    z->sl_cscr = td_bconv_scratch_words(&b->conv);
+                c = b->spec.cout;
+            }
+        }
 
         for (int i = 0; i < m->arch.n_blocks; i++) {
             const td_bslice *l = &m->slice[i];
@@ -1031,7 +1063,11 @@ size_t td_bnn_scratch_bytes(const td_bnn_model *m)
                       td_arena_round(z.pooled * 8);
     size_t sliced = 2 * td_arena_round(z.sl_act * 8) +
                     td_arena_round(z.sl_scr * 8) +
-                    td_arena_round(z.sl_sum * 8);
+                    td_arena_round(z.sl_sum * 8) +
+                    2 * td_arena_round(z.sl_nhwc * 8) +
+                    td_arena_round(z.sl_lanes * 8) +
+                    td_arena_round(z.sl_y * 4) +
+                    td_arena_round(z.sl_cscr * 8);
     return td_arena_round((z.stem_f + 1) * 4) + 2 * td_arena_round(z.bits * 8) +
            (vertical > sliced ? vertical : sliced) +
            td_arena_round(z.pooled * 4);
@@ -1058,43 +1094,149 @@ static void classify(const td_bnn_model *m, const float *pooled,
                     td_k_dot(m->fc_w + (size_t)c * (size_t)cl, pooled, cl);
 }
 
-/* The bit-sliced executor: slice_chunk images at a time through planar
- * bits (td_bnn_slice.h). */
-static void forward_sliced(const td_bnn_model *m, int flags, const float *in,
-                           int n, float *logits, float *sf, uint64_t *act0,
-                           uint64_t *act1, uint64_t *scr, int64_t *ysum,
-                           float *pooled)
+/* Estimated ns of block i over nimg images (nimg <= slice_chunk), from
+ * per-operation times measured on this machine (AMD Zen 4, bench/bnn_bench
+ * parts 1 and 4; docs/BNN.md): an XOR-popcount window word of one pixel
+ * and channel 0.12; a bit-sliced table row 0.5 per vector of up to 2
+ * words, 0.6 for 4, 0.9 for 8; building a table word 1.1. */
+static double cost_xor(const td_bnn_block *b, int nimg)
+{
+    return 0.12 * (double)nimg * (double)b->h_out * (double)b->w_out *
+           (double)b->spec.cout * (double)b->conv.kw;
+}
+
+static double cost_sliced(const td_bslice *l, int nimg)
+{
+    double t = (double)l->out.lw * (double)nimg, rows = (double)l->n_rows;
+    double per_row = 0;
+    while (t >= 8) {
+        per_row += 0.9;
+        t -= 8;
+    }
+    if (t > 2)
+        per_row += 0.6;
+    else if (t > 0)
+        per_row += 0.5;
+    return rows * per_row +
+           1.1 * (double)l->kbits * (double)l->out.lw * (double)nimg;
+}
+
+int td_bnn_block_sliced(const td_bnn_model *m, int i, int nimg, int flags)
+{
+    if (!m->slice_ok ||
+        !(flags & (TD_BNN_SLICE | TD_BNN_AUTO | TD_BNN_MIX_ODD |
+                   TD_BNN_MIX_EVEN)))
+        return 0;
+    if (flags & TD_BNN_SLICE)
+        return 1;
+    if (flags & (TD_BNN_MIX_ODD | TD_BNN_MIX_EVEN))
+        return (i % 2 == 1) == !!(flags & TD_BNN_MIX_ODD);
+    /* without AVX-512 the XOR-popcount kernels (POPCNT) are kept */
+    if (!td_bslice_has_simd() || (flags & TD_BCONV_PORTABLE))
+        return 0;
+    return cost_sliced(&m->slice[i], nimg) < cost_xor(&m->blocks[i], nimg);
+}
+
+typedef struct mixed_buf {
+    float *sf;               /* the planar stem's scratch */
+    uint64_t *act[2];        /* planar, TD_BSLICE_GUARD words each side */
+    uint64_t *nhwc[2];       /* NHWC bits of the pass */
+    uint64_t *lanes;         /* one image in lane order */
+    uint64_t *scr, *cscr;    /* bit-sliced, XOR-popcount scratch */
+    int32_t *y;              /* the XOR-popcount blocks' integers */
+    int64_t *ysum;           /* (nimg, C_last) */
+} mixed_buf;
+
+/* slice_chunk images at a time; each block runs bit-sliced or through
+ * the XOR-popcount kernels (td_bnn_block_sliced), and the activations
+ * change form where the two meet: planar streams in the block's layout or
+ * channel-packed NHWC words. */
+static void forward_mixed(const td_bnn_model *m, int flags, const float *in,
+                          int n, float *logits, const mixed_buf *bf,
+                          float *pooled)
 {
     const td_bnn_arch *a = &m->arch;
     size_t img = (size_t)a->in_ch * (size_t)a->in_h * (size_t)a->in_w;
     int cl = a->blocks[a->n_blocks - 1].cout;
-    int lw0 = m->slice_lay0.lw;
+    int xflags = flags & (TD_BCONV_PLAN | TD_BCONV_PORTABLE | TD_BCONV_CH8);
     for (int i0 = 0; i0 < n; i0 += m->slice_chunk) {
         int nb = n - i0 < m->slice_chunk ? n - i0 : m->slice_chunk;
-        size_t st = td_bslice_stride(lw0, nb);
-        uint64_t *cur = act0, *nxt = act1, *t;
-        for (int j = 0; j < nb; j++)
-            td_bnn_stem_planar(&m->stem, flags, in + (size_t)(i0 + j) * img,
-                               act0 + (size_t)j * (size_t)lw0, st, sf);
-        if (st > (size_t)nb * (size_t)lw0) /* the spare column */
-            for (int c = 0; c < a->stem.cout; c++)
-                act0[(size_t)c * st + (size_t)nb * (size_t)lw0] = 0;
-        memset(act0 + (size_t)a->stem.cout * st, 0, TD_BSLICE_GUARD * 8);
+        int planar = td_bnn_block_sliced(m, 0, nb, flags);
+        int c = a->stem.cout, h = m->stem_h, w = m->stem_w, cur = 0;
+        size_t st = td_bslice_stride(m->slice_lay[0].lw, nb);
+        /* the stem, in the form block 0 reads */
+        for (int j = 0; j < nb; j++) {
+            const float *x = in + (size_t)(i0 + j) * img;
+            if (planar)
+                td_bnn_stem_planar(&m->stem, flags, x,
+                                   bf->act[0] + (size_t)j *
+                                                    (size_t)m->slice_lay[0].lw,
+                                   st, bf->sf);
+            else
+                td_bnn_stem_nhwc(&m->stem, flags, x,
+                                 bf->nhwc[0] + (size_t)j * (size_t)h *
+                                                   (size_t)w *
+                                                   (size_t)td_bp_words(c));
+        }
+        if (planar)
+            memset(bf->act[0] + (size_t)c * st, 0, TD_BSLICE_GUARD * 8);
         for (int i = 0; i < a->n_blocks; i++) {
-            const td_bslice *l = &m->slice[i];
-            if (i + 1 < a->n_blocks) {
-                td_bslice_forward(l, flags, cur, st, nb, nxt, NULL, scr);
-                st = td_bslice_stride(l->out.lw, nb);
-                t = cur;
-                cur = nxt;
-                nxt = t;
-            } else {
-                td_bslice_forward(l, flags, cur, st, nb, NULL, ysum, scr);
+            const td_bnn_block *b = &m->blocks[i];
+            const td_bslice_layout *L = &m->slice_lay[i];
+            int sl = td_bnn_block_sliced(m, i, nb, flags);
+            int last = i + 1 == a->n_blocks;
+            size_t px = (size_t)h * (size_t)w, cw = (size_t)td_bp_words(c);
+            if (sl && !planar) { /* NHWC -> planar */
+                st = td_bslice_stride(L->lw, nb);
+                for (int j = 0; j < nb; j++)
+                    td_bslice_from_nhwc(bf->nhwc[cur] + (size_t)j * px * cw,
+                                        c, L, m->slice_lane[i],
+                                        bf->act[cur] + (size_t)j *
+                                                           (size_t)L->lw,
+                                        st, bf->lanes);
+                memset(bf->act[cur] + (size_t)c * st, 0,
+                       TD_BSLICE_GUARD * 8);
+            } else if (!sl && planar) { /* planar -> NHWC */
+                for (int j = 0; j < nb; j++)
+                    td_bslice_to_nhwc(bf->act[cur] + (size_t)j * (size_t)L->lw,
+                                      st, c, L, m->slice_lane[i],
+                                      bf->nhwc[cur] + (size_t)j * px * cw,
+                                      bf->lanes);
             }
+            if (sl) {
+                td_bslice_forward(&m->slice[i], flags, bf->act[cur], st, nb,
+                                  last ? NULL : bf->act[!cur],
+                                  last ? bf->ysum : NULL, bf->scr);
+                st = td_bslice_stride(m->slice[i].out.lw, nb);
+            } else {
+                size_t po = (size_t)b->h_out * (size_t)b->w_out;
+                td_bconv_forward(&b->conv, xflags, bf->nhwc[cur], nb, h, w,
+                                 bf->y, bf->cscr);
+                if (!last) {
+                    td_bnn_threshold(bf->y, po * (size_t)nb, b->spec.cout,
+                                     b->tsign, b->thr, bf->nhwc[!cur]);
+                } else {
+                    for (int j = 0; j < nb; j++) {
+                        int64_t *ys = bf->ysum + (size_t)j * (size_t)cl;
+                        const int32_t *yj =
+                            bf->y + (size_t)j * po * (size_t)cl;
+                        for (int o = 0; o < cl; o++)
+                            ys[o] = 0;
+                        for (size_t p = 0; p < po; p++)
+                            for (int o = 0; o < cl; o++)
+                                ys[o] += yj[p * (size_t)cl + (size_t)o];
+                    }
+                }
+            }
+            planar = sl;
+            cur = !cur;
+            c = b->spec.cout;
+            h = b->h_out;
+            w = b->w_out;
         }
         for (int j = 0; j < nb; j++) {
             const td_bnn_block *b = &m->blocks[a->n_blocks - 1];
-            pool_from_sums(b, ysum + (size_t)j * (size_t)cl,
+            pool_from_sums(b, bf->ysum + (size_t)j * (size_t)cl,
                            (size_t)b->h_out * (size_t)b->w_out, pooled);
             classify(m, pooled, logits + (size_t)(i0 + j) * (size_t)a->classes);
         }
@@ -1119,21 +1261,30 @@ td_status td_bnn_forward(const td_bnn_model *m, int flags, td_arena *ar,
     pooled = td_arena_alloc(ar, z.pooled * 4);
     if (!sf || !b0 || !b1 || !pooled)
         goto nomem;
-    if ((flags & TD_BNN_SLICE) && m->slice_ok) {
-        uint64_t *act0 = td_arena_alloc(ar, z.sl_act * 8);
-        uint64_t *act1 = td_arena_alloc(ar, z.sl_act * 8);
-        uint64_t *scr = td_arena_alloc(ar, z.sl_scr * 8);
-        int64_t *ysum = td_arena_alloc(ar, z.sl_sum * 8);
-        if (!act0 || !act1 || !scr || !ysum)
+    if ((flags & (TD_BNN_SLICE | TD_BNN_AUTO | TD_BNN_MIX_ODD |
+                  TD_BNN_MIX_EVEN)) &&
+        m->slice_ok) {
+        mixed_buf bf;
+        bf.sf = sf;
+        bf.act[0] = td_arena_alloc(ar, z.sl_act * 8);
+        bf.act[1] = td_arena_alloc(ar, z.sl_act * 8);
+        bf.nhwc[0] = td_arena_alloc(ar, z.sl_nhwc * 8);
+        bf.nhwc[1] = td_arena_alloc(ar, z.sl_nhwc * 8);
+        bf.lanes = td_arena_alloc(ar, z.sl_lanes * 8);
+        bf.scr = td_arena_alloc(ar, z.sl_scr * 8);
+        bf.cscr = td_arena_alloc(ar, z.sl_cscr * 8);
+        bf.y = td_arena_alloc(ar, z.sl_y * 4);
+        bf.ysum = td_arena_alloc(ar, z.sl_sum * 8);
+        if (!bf.act[0] || !bf.act[1] || !bf.nhwc[0] || !bf.nhwc[1] ||
+            !bf.lanes || !bf.scr || !bf.cscr || !bf.y || !bf.ysum)
             goto nomem;
         /* zero guards before (those after each layer's rows are zeroed
          * by whoever writes the rows) */
-        memset(act0, 0, TD_BSLICE_GUARD * 8);
-        memset(act1, 0, TD_BSLICE_GUARD * 8);
-        act0 += TD_BSLICE_GUARD;
-        act1 += TD_BSLICE_GUARD;
-        forward_sliced(m, flags, in, n, logits, sf, act0, act1, scr, ysum,
-                       pooled);
+        for (int i = 0; i < 2; i++) {
+            memset(bf.act[i], 0, TD_BSLICE_GUARD * 8);
+            bf.act[i] += TD_BSLICE_GUARD;
+        }
+        forward_mixed(m, flags, in, n, logits, &bf, pooled);
         td_arena_release(ar, mark);
         return TD_OK;
     }

@@ -94,7 +94,10 @@ typedef struct td_bnn_model {
                              TD_BNN_SLICE runs the vertical plan) */
     char slice_note[600]; /* why not, when !slice_ok */
     int slice_chunk;      /* images per pass */
-    td_bslice_layout slice_lay0; /* the stem's planar output */
+    td_bslice_layout slice_lay[TD_BNN_MAX_BLOCKS + 1]; /* [0]: the stem's
+                             output, [i+1]: block i's */
+    int32_t *slice_lane[TD_BNN_MAX_BLOCKS + 1]; /* owned: lane of each
+                             pixel, raster order (for conversions) */
     td_bnn_stem stem;     /* the stem's kernels (and planar tables) */
     void *mem;            /* owned */
 } td_bnn_model;
@@ -161,9 +164,24 @@ td_status td_bnn_from_latent(td_bnn_model **out, const td_bnn_latent *src,
 td_status td_bnn_export(const td_bnn_latent *src, const char *path,
                         td_error *err);
 
-/* Forward flag: the bit-sliced executor (td_bnn_slice.h); with
- * TD_BCONV_PLAN it runs the MST plans, else every channel from its row. */
+/* Forward flags. TD_BNN_SLICE: every block through the bit-sliced
+ * executor (td_bnn_slice.h; it runs the MST plans unless rebuilt without
+ * them). TD_BNN_AUTO: each block through the executor estimated faster
+ * for the images in the pass (td_bnn_block_sliced); with TD_BCONV_PLAN the
+ * XOR-popcount blocks run their plans. Both fall back to the XOR-popcount
+ * kernels when the shape does not suit slicing (slice_ok = 0). */
 #define TD_BNN_SLICE 8
+#define TD_BNN_AUTO 16
+/* For tests: blocks alternate between the executors (odd blocks
+ * bit-sliced with _ODD, even ones with _EVEN), so that every conversion
+ * between the two forms runs. */
+#define TD_BNN_MIX_ODD 32
+#define TD_BNN_MIX_EVEN 64
+
+/* 1 when block i runs bit-sliced for a pass of nimg images under flags:
+ * TD_BNN_SLICE, or TD_BNN_AUTO and a cost estimate from measured
+ * per-operation times on this CPU family (docs/BNN.md) favours it. */
+int td_bnn_block_sliced(const td_bnn_model *m, int i, int nimg, int flags);
 
 /* Rebuild the bit-sliced blocks with (plan = 1) or without the MST plans
  * (every channel counted from its own row: the bit-sliced dense layers,

@@ -749,3 +749,36 @@ void td_bslice_from_nhwc(const uint64_t *in, int c,
                     (x >> (8 * j) & 0xFF) << (p0 % 64);
         }
 }
+
+void td_bslice_to_nhwc(const uint64_t *in, size_t stride, int c,
+                       const td_bslice_layout *lay, const int32_t *lane,
+                       uint64_t *out, uint64_t *lanes)
+{
+    int cw = (c + 63) / 64;
+    int px = lay->lw * 64;
+    size_t npix = (size_t)lay->h * (size_t)lay->w;
+    /* transpose to one channel-packed word per lane, then gather the
+     * pixels' lanes */
+    memset(lanes, 0, (size_t)px * (size_t)cw * 8);
+    for (int p0 = 0; p0 < px; p0 += 8)
+        for (int c0 = 0; c0 < c; c0 += 8) {
+            uint64_t x = 0;
+            for (int j = 0; j < 8 && c0 + j < c; j++)
+                x |= (in[(size_t)(c0 + j) * stride + (size_t)(p0 / 64)] >>
+                          (p0 % 64) & 0xFF)
+                     << (8 * j);
+            if (!x)
+                continue;
+            x = transpose8(x);
+            for (int i = 0; i < 8; i++)
+                lanes[(size_t)(p0 + i) * (size_t)cw + (size_t)(c0 / 64)] |=
+                    (x >> (8 * i) & 0xFF) << (c0 % 64);
+        }
+    if (cw == 1)
+        for (size_t p = 0; p < npix; p++)
+            out[p] = lanes[lane[p]];
+    else
+        for (size_t p = 0; p < npix; p++)
+            memcpy(out + p * (size_t)cw, lanes + (size_t)lane[p] * (size_t)cw,
+                   (size_t)cw * 8);
+}

@@ -159,6 +159,13 @@ void td_bslice_from_nhwc(const uint64_t *in, int c,
                          const td_bslice_layout *lay, const int32_t *lane,
                          uint64_t *out, size_t stride, uint64_t *lanes);
 
+/* The reverse: planar streams of one image (c rows `stride` words apart,
+ * layout lay) to channel-packed NHWC words out (h*w, td_bp_words(c));
+ * lane and lanes as above. */
+void td_bslice_to_nhwc(const uint64_t *in, size_t stride, int c,
+                       const td_bslice_layout *lay, const int32_t *lane,
+                       uint64_t *out, uint64_t *lanes);
+
 /* 1 when the AVX-512 (F + VL) kernels run on this CPU. */
 int td_bslice_has_simd(void);
 

@@ -768,7 +768,7 @@ static void *eval_worker(void *arg)
                             j->x + (size_t)i * res * res);
         if (net->fm) {
             td_error err = {0};
-            if (td_bnn_forward(net->fm, TD_BCONV_PLAN | TD_BNN_SLICE, j->ws.arena, j->x, n,
+            if (td_bnn_forward(net->fm, TD_BCONV_PLAN | TD_BNN_AUTO, j->ws.arena, j->x, n,
                                j->ws.logits, &err) != TD_OK) {
                 fprintf(stderr, "tinyd-train: %s\n", err.msg);
                 j->correct = -1;

@@ -113,7 +113,7 @@ static td_status bnn_infer(const void *impl, const td_tensor *inputs,
     (void)params;
     if (!logits)
         return err->status;
-    st = rows > 0 ? td_bnn_forward(m, TD_BCONV_PLAN | TD_BNN_SLICE, scratch, inputs[0].data, rows,
+    st = rows > 0 ? td_bnn_forward(m, TD_BCONV_PLAN | TD_BNN_AUTO, scratch, inputs[0].data, rows,
                                    logits, err)
                   : TD_OK;
     if (st != TD_OK) {

@@ -92,7 +92,11 @@ START_TEST(test_random_networks_bit_exact)
             static const int flags[] = {
                 TD_BCONV_PLAN, TD_BNN_SLICE | TD_BCONV_PLAN,
                 TD_BNN_SLICE | TD_BCONV_PLAN | TD_BCONV_PORTABLE,
-                TD_BCONV_PORTABLE};
+                TD_BCONV_PORTABLE, TD_BNN_AUTO | TD_BCONV_PLAN,
+                /* mixed passes: every conversion between the forms */
+                TD_BNN_MIX_ODD | TD_BCONV_PLAN,
+                TD_BNN_MIX_EVEN | TD_BCONV_PLAN,
+                TD_BNN_MIX_EVEN | TD_BCONV_PORTABLE};
             for (size_t i = 0; i < (size_t)n * img; i++)
                 in[i] = rfl();
             forward(m, 0, in, n, ref);
