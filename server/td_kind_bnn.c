@@ -62,7 +62,21 @@ static json_t *bnn_describe(const void *impl)
     /* which executor runs the MST plans (docs/BNN.md), and why not the
      * bit-sliced one when it does not */
     if (o && m->slice_ok) {
-        json_object_set_new(o, "executor", json_string("bit-sliced"));
+        /* per block, bit-sliced (true) or XOR-popcount, for a request of
+         * one image and for a full pass of slice_chunk images */
+        json_t *one = json_array(), *full = json_array();
+        for (int i = 0; i < m->arch.n_blocks; i++) {
+            json_array_append_new(
+                one, json_boolean(td_bnn_block_sliced(m, i, 1, TD_BNN_AUTO)));
+            json_array_append_new(
+                full, json_boolean(td_bnn_block_sliced(m, i, m->slice_chunk,
+                                                       TD_BNN_AUTO)));
+        }
+        json_object_set_new(o, "executor", json_string("auto"));
+        json_object_set_new(o, "sliced_blocks",
+                            json_pack("{s:o,s:o,s:i}", "batch_1", one,
+                                      "batch_full", full, "full_batch",
+                                      m->slice_chunk));
     } else if (o) {
         json_object_set_new(o, "executor", json_string("xor-popcount"));
         json_object_set_new(o, "executor_note", json_string(m->slice_note));

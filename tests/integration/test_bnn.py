@@ -187,8 +187,13 @@ def _():
     eq(doc.get("kind"), "bnn", "kind")
     p = doc["parameters"]
     eq((p.get("binary"), p.get("mst")), (True, True), "binary, mst")
-    # the fmnist shape runs the MST plans bit-sliced (docs/BNN.md)
-    eq(p.get("executor"), "bit-sliced", "executor (%r)" % p.get("executor_note"))
+    # the fmnist shape suits the bit-sliced executor; each block runs on
+    # the executor estimated faster (docs/BNN.md)
+    eq(p.get("executor"), "auto", "executor (%r)" % p.get("executor_note"))
+    sb = p["sliced_blocks"]
+    eq(len(sb["batch_1"]), 3, "sliced_blocks per block")
+    eq(len(sb["batch_full"]), 3, "sliced_blocks per block")
+    check(sb["full_batch"] >= 1, "full_batch %r" % sb["full_batch"])
     eq(doc["inputs"][0]["shape"], [-1, 1, 28, 28], "input shape")
     stats = p["stats"]
     file_stats = json.loads(META["bnn_stats"])
