@@ -379,6 +379,8 @@ static td_status prepare_blocks(td_bnn_model *m, td_error *err)
     return td_bnn_slice_rebuild(m, 1, err);
 }
 
+static void plan_executors(td_bnn_model *m);
+
 td_status td_bnn_slice_rebuild(td_bnn_model *m, int plan, td_error *err)
 {
     int n = m->arch.n_blocks, k[TD_BNN_MAX_BLOCKS], st[TD_BNN_MAX_BLOCKS];
@@ -445,6 +447,7 @@ td_status td_bnn_slice_rebuild(td_bnn_model *m, int plan, td_error *err)
         }
     }
     m->slice_ok = 1;
+    plan_executors(m);
     return TD_OK;
 }
 
@@ -1094,11 +1097,15 @@ static void classify(const td_bnn_model *m, const float *pooled,
                     td_k_dot(m->fc_w + (size_t)c * (size_t)cl, pooled, cl);
 }
 
-/* Estimated ns of block i over nimg images (nimg <= slice_chunk), from
- * per-operation times measured on this machine (AMD Zen 4, bench/bnn_bench
- * parts 1 and 4; docs/BNN.md): an XOR-popcount window word of one pixel
- * and channel 0.12; a bit-sliced table row 0.5 per vector of up to 2
- * words, 0.6 for 4, 0.9 for 8; building a table word 1.1. */
+/* Estimated ns over nimg images (nimg <= slice_chunk), from per-operation
+ * times measured on this machine (AMD Zen 4; bench/bnn_bench, perf;
+ * docs/BNN.md):
+ *   XOR-popcount block: 0.12 per (pixel, channel, window word);
+ *   bit-sliced block: per table row 0.5 for a vector of up to 2 words, 0.6
+ *     for 4, 0.9 for 8, plus 1.1 per table word built;
+ *   stem: 0.044 per (tap, channel, pixel) to NHWC, 0.05 per (tap,
+ *     channel, lane) planar;
+ *   changing form (planar <-> NHWC): 0.2 per (lane, channel). */
 static double cost_xor(const td_bnn_block *b, int nimg)
 {
     return 0.12 * (double)nimg * (double)b->h_out * (double)b->w_out *
@@ -1121,6 +1128,43 @@ static double cost_sliced(const td_bslice *l, int nimg)
            1.1 * (double)l->kbits * (double)l->out.lw * (double)nimg;
 }
 
+/* The cheapest executor per block for passes of 1..slice_chunk images,
+ * counting the stem's form and each change of form: a shortest path over
+ * (block, form). Fills m->slice_pick. */
+static void plan_executors(td_bnn_model *m)
+{
+    const td_bnn_arch *a = &m->arch;
+    int taps = a->stem.k * a->stem.k * a->in_ch;
+    for (int nb = 1; nb <= m->slice_chunk && nb <= TD_BNN_MAX_CHUNK; nb++) {
+        double cost[TD_BNN_MAX_BLOCKS + 1][2];
+        int from[TD_BNN_MAX_BLOCKS + 1][2];
+        /* form 0: NHWC (XOR-popcount), 1: planar (bit-sliced) */
+        cost[0][0] = 0.044 * taps * a->stem.cout * (double)m->stem_h *
+                     m->stem_w * nb;
+        cost[0][1] = 0.05 * taps * a->stem.cout *
+                     (double)m->slice_lay[0].lw * 64 * nb;
+        for (int i = 0; i < a->n_blocks; i++) {
+            int c = i ? a->blocks[i - 1].cout : a->stem.cout;
+            double conv = 0.2 * (double)m->slice_lay[i].lw * 64 * c * nb;
+            double run[2] = {cost_xor(&m->blocks[i], nb),
+                             cost_sliced(&m->slice[i], nb)};
+            for (int f = 0; f < 2; f++) {
+                double stay = cost[i][f], change = cost[i][!f] + conv;
+                from[i + 1][f] = stay <= change ? f : !f;
+                cost[i + 1][f] = (stay <= change ? stay : change) + run[f];
+            }
+        }
+        /* the last block's sums need no form; walk back */
+        {
+            int f = cost[a->n_blocks][1] < cost[a->n_blocks][0];
+            for (int i = a->n_blocks; i >= 1; i--) {
+                m->slice_pick[nb - 1][i - 1] = (uint8_t)f;
+                f = from[i][f];
+            }
+        }
+    }
+}
+
 int td_bnn_block_sliced(const td_bnn_model *m, int i, int nimg, int flags)
 {
     if (!m->slice_ok ||
@@ -1134,7 +1178,11 @@ int td_bnn_block_sliced(const td_bnn_model *m, int i, int nimg, int flags)
     /* without AVX-512 the XOR-popcount kernels (POPCNT) are kept */
     if (!td_bslice_has_simd() || (flags & TD_BCONV_PORTABLE))
         return 0;
-    return cost_sliced(&m->slice[i], nimg) < cost_xor(&m->blocks[i], nimg);
+    if (nimg > m->slice_chunk)
+        nimg = m->slice_chunk;
+    if (nimg < 1)
+        nimg = 1;
+    return m->slice_pick[nimg - 1][i];
 }
 
 typedef struct mixed_buf {

@@ -48,6 +48,7 @@
 
 #define TD_BNN_MAX_BLOCKS 16
 #define TD_BNN_MAX_IN_CH 4
+#define TD_BNN_MAX_CHUNK 8 /* images per bit-sliced pass, at most */
 
 typedef struct td_bnn_conv_spec {
     int cout, k, stride, pad;
@@ -93,7 +94,10 @@ typedef struct td_bnn_model {
     int slice_ok;         /* 0: this shape does not suit slicing (then
                              TD_BNN_SLICE runs the vertical plan) */
     char slice_note[600]; /* why not, when !slice_ok */
-    int slice_chunk;      /* images per pass */
+    int slice_chunk;      /* images per pass (<= TD_BNN_MAX_CHUNK) */
+    uint8_t slice_pick[TD_BNN_MAX_CHUNK][TD_BNN_MAX_BLOCKS]; /* 1: block
+                             runs bit-sliced in a pass of n+1 images under
+                             TD_BNN_AUTO (td_bnn_block_sliced) */
     td_bslice_layout slice_lay[TD_BNN_MAX_BLOCKS + 1]; /* [0]: the stem's
                              output, [i+1]: block i's */
     int32_t *slice_lane[TD_BNN_MAX_BLOCKS + 1]; /* owned: lane of each
@@ -179,8 +183,10 @@ td_status td_bnn_export(const td_bnn_latent *src, const char *path,
 #define TD_BNN_MIX_EVEN 64
 
 /* 1 when block i runs bit-sliced for a pass of nimg images under flags:
- * TD_BNN_SLICE, or TD_BNN_AUTO and a cost estimate from measured
- * per-operation times on this CPU family (docs/BNN.md) favours it. */
+ * TD_BNN_SLICE, or TD_BNN_AUTO and the cheapest assignment of executors
+ * to blocks for such a pass puts it there (a cost model from measured
+ * per-operation times on this CPU family, counting the stem and each
+ * change of form; docs/BNN.md). */
 int td_bnn_block_sliced(const td_bnn_model *m, int i, int nimg, int flags);
 
 /* Rebuild the bit-sliced blocks with (plan = 1) or without the MST plans
