@@ -24,7 +24,8 @@
  * Medians of CPU time of the calling thread (the machine is shared; wall
  * time is printed too).
  * Usage: bnn_bench [seconds per figure, 0.2] [net: part 3 only]
- *        bnn_bench [seconds] --model FILE... (part 4 only) */
+ *        bnn_bench [seconds] [--avx2] --model FILE... (part 4 only;
+ *        --avx2 measures what an AVX2-only machine runs) */
 #include "config.h"
 
 #include <math.h>
@@ -45,6 +46,9 @@
 #include "td_mst.h"
 
 static double secs = 0.2;
+/* --avx2: what an AVX2-only machine runs (TD_BNN_AVX2): AVX2 bit-sliced
+ * kernels and stem, scalar POPCNT XOR-popcount kernels */
+static int avx2_mode;
 
 static double now(clockid_t c)
 {
@@ -403,7 +407,8 @@ typedef struct net_ctx {
 static void run_net(void *p)
 {
     net_ctx *c = p;
-    td_bnn_forward(c->m, c->use_plan, &c->ar, c->in, c->n, c->logits, NULL);
+    td_bnn_forward(c->m, c->use_plan | (avx2_mode ? TD_BNN_AVX2 : 0), &c->ar,
+                   c->in, c->n, c->logits, NULL);
 }
 
 /* The same network in fp32: stem, each block as im2col + sgemm with a
@@ -514,14 +519,15 @@ static void run_layers(void *p)
             for (int i0 = 0; i0 < c->n; i0 += m->slice_chunk) {
                 int nb = c->n - i0 < m->slice_chunk ? c->n - i0
                                                    : m->slice_chunk;
-                td_bslice_forward(l, 0, c->in[i],
+                td_bslice_forward(l, avx2_mode ? TD_BSLICE_AVX2 : 0, c->in[i],
                                   td_bslice_stride(l->in.lw, m->slice_chunk),
                                   nb, c->out, c->ysum, c->scr);
             }
         } else {
             size_t po = (size_t)b->h_out * (size_t)b->w_out * (size_t)c->n;
-            td_bconv_forward(&b->conv, c->flags, c->in[i], c->n, h, w, c->y,
-                             c->scr);
+            td_bconv_forward(&b->conv,
+                             c->flags | (avx2_mode ? TD_BCONV_PORTABLE : 0),
+                             c->in[i], c->n, h, w, c->y, c->scr);
             if (i + 1 < m->arch.n_blocks)
                 td_bnn_threshold(c->y, po, b->spec.cout, b->tsign, b->thr,
                                  c->out);
@@ -707,7 +713,8 @@ static void net_measure(td_bnn_model *m, const char *label, int n,
             lsd = layers_ms(m, n, 2, NULL);
         }
         for (int i = 0; i < arch.n_blocks; i++) {
-            int sl = td_bnn_block_sliced(m, i, nb, TD_BNN_AUTO);
+            int sl = td_bnn_block_sliced(
+                m, i, nb, TD_BNN_AUTO | (avx2_mode ? TD_BNN_AVX2 : 0));
             pick[i] = sl ? 'S' : 'X';
             la += sl ? sp[i] : xp[i];
         }
@@ -809,6 +816,13 @@ int main(int argc, char **argv)
     if (argc > 1)
         secs = atof(argv[1]);
     td_blas_set_threads(1);
+    if (argc > 3 && !strcmp(argv[2], "--avx2")) {
+        avx2_mode = 1;
+        argv++;
+        argc--;
+        printf("bnn_bench --avx2: as an AVX2-only machine runs (AVX2 "
+               "bit-sliced kernels and stem; scalar POPCNT XOR kernels)\n");
+    }
     if (argc > 3 && !strcmp(argv[2], "--model")) {
         printf("bnn_bench: one thread, medians of CPU ms per call (a call "
                "is `batch` images); popcnt %s\n",

@@ -1099,67 +1099,84 @@ static void classify(const td_bnn_model *m, const float *pooled,
 
 /* Estimated ns over nimg images (nimg <= slice_chunk), from per-operation
  * times measured on this machine (AMD Zen 4; bench/bnn_bench, perf;
- * docs/BNN.md):
- *   XOR-popcount block: 0.12 per (pixel, channel, window word);
- *   bit-sliced block: per table row 0.5 for a vector of up to 2 words, 0.6
- *     for 4, 0.9 for 8, plus 1.1 per table word built;
- *   stem: 0.044 per (tap, channel, pixel) to NHWC, 0.05 per (tap,
- *     channel, lane) planar;
+ * docs/BNN.md), for the AVX-512 kernels (level 2) and for what an
+ * AVX2-only machine runs (level 1: AVX2 bit-sliced kernels, scalar POPCNT
+ * XOR kernels, measured here with TD_BNN_AVX2):
+ *   XOR-popcount block: per (pixel, channel, window word) 0.12 | 0.43;
+ *   bit-sliced block: per table row and vector of up to 2 words 0.5 | 0.7,
+ *     of 4 words 0.6 | 0.9, of 8 words 0.9 | (two of 4); plus 1.1 per
+ *     table word built;
+ *   stem: per (tap, channel, pixel) to NHWC 0.044 | 0.088, per (tap,
+ *     channel, lane) planar 0.05 | 0.1;
  *   changing form (planar <-> NHWC): 0.2 per (lane, channel). */
-static double cost_xor(const td_bnn_block *b, int nimg)
+typedef struct cost_model {
+    double xor_word, row2, row4, row8, stem_nhwc, stem_planar;
+} cost_model;
+
+static const cost_model cost_levels[2] = {
+    {0.43, 0.7, 0.9, 1.8, 0.088, 0.1},  /* AVX2 */
+    {0.12, 0.5, 0.6, 0.9, 0.044, 0.05}, /* AVX-512 */
+};
+
+static double cost_xor(const cost_model *cm, const td_bnn_block *b,
+                       int nimg)
 {
-    return 0.12 * (double)nimg * (double)b->h_out * (double)b->w_out *
-           (double)b->spec.cout * (double)b->conv.kw;
+    return cm->xor_word * (double)nimg * (double)b->h_out *
+           (double)b->w_out * (double)b->spec.cout * (double)b->conv.kw;
 }
 
-static double cost_sliced(const td_bslice *l, int nimg)
+static double cost_sliced(const cost_model *cm, const td_bslice *l, int nimg)
 {
     double t = (double)l->out.lw * (double)nimg, rows = (double)l->n_rows;
     double per_row = 0;
     while (t >= 8) {
-        per_row += 0.9;
+        per_row += cm->row8;
         t -= 8;
     }
     if (t > 2)
-        per_row += 0.6;
+        per_row += cm->row4;
     else if (t > 0)
-        per_row += 0.5;
+        per_row += cm->row2;
     return rows * per_row +
            1.1 * (double)l->kbits * (double)l->out.lw * (double)nimg;
 }
 
-/* The cheapest executor per block for passes of 1..slice_chunk images,
- * counting the stem's form and each change of form: a shortest path over
- * (block, form). Fills m->slice_pick. */
+/* The cheapest executor per block for passes of 1..slice_chunk images at
+ * each kernel level, counting the stem's form and each change of form: a
+ * shortest path over (block, form). Fills m->slice_pick. */
 static void plan_executors(td_bnn_model *m)
 {
     const td_bnn_arch *a = &m->arch;
     int taps = a->stem.k * a->stem.k * a->in_ch;
-    for (int nb = 1; nb <= m->slice_chunk && nb <= TD_BNN_MAX_CHUNK; nb++) {
-        double cost[TD_BNN_MAX_BLOCKS + 1][2];
-        int from[TD_BNN_MAX_BLOCKS + 1][2];
-        /* form 0: NHWC (XOR-popcount), 1: planar (bit-sliced) */
-        cost[0][0] = 0.044 * taps * a->stem.cout * (double)m->stem_h *
-                     m->stem_w * nb;
-        cost[0][1] = 0.05 * taps * a->stem.cout *
-                     (double)m->slice_lay[0].lw * 64 * nb;
-        for (int i = 0; i < a->n_blocks; i++) {
-            int c = i ? a->blocks[i - 1].cout : a->stem.cout;
-            double conv = 0.2 * (double)m->slice_lay[i].lw * 64 * c * nb;
-            double run[2] = {cost_xor(&m->blocks[i], nb),
-                             cost_sliced(&m->slice[i], nb)};
-            for (int f = 0; f < 2; f++) {
-                double stay = cost[i][f], change = cost[i][!f] + conv;
-                from[i + 1][f] = stay <= change ? f : !f;
-                cost[i + 1][f] = (stay <= change ? stay : change) + run[f];
+    for (int lv = 0; lv < 2; lv++) {
+        const cost_model *cm = &cost_levels[lv];
+        for (int nb = 1; nb <= m->slice_chunk && nb <= TD_BNN_MAX_CHUNK;
+             nb++) {
+            double cost[TD_BNN_MAX_BLOCKS + 1][2];
+            int from[TD_BNN_MAX_BLOCKS + 1][2];
+            /* form 0: NHWC (XOR-popcount), 1: planar (bit-sliced) */
+            cost[0][0] = cm->stem_nhwc * taps * a->stem.cout *
+                         (double)m->stem_h * m->stem_w * nb;
+            cost[0][1] = cm->stem_planar * taps * a->stem.cout *
+                         (double)m->slice_lay[0].lw * 64 * nb;
+            for (int i = 0; i < a->n_blocks; i++) {
+                int c = i ? a->blocks[i - 1].cout : a->stem.cout;
+                double conv = 0.2 * (double)m->slice_lay[i].lw * 64 * c * nb;
+                double run[2] = {cost_xor(cm, &m->blocks[i], nb),
+                                 cost_sliced(cm, &m->slice[i], nb)};
+                for (int f = 0; f < 2; f++) {
+                    double stay = cost[i][f], change = cost[i][!f] + conv;
+                    from[i + 1][f] = stay <= change ? f : !f;
+                    cost[i + 1][f] = (stay <= change ? stay : change) + run[f];
+                }
             }
-        }
-        /* the last block's sums need no form; walk back */
-        {
-            int f = cost[a->n_blocks][1] < cost[a->n_blocks][0];
-            for (int i = a->n_blocks; i >= 1; i--) {
-                m->slice_pick[nb - 1][i - 1] = (uint8_t)f;
-                f = from[i][f];
+            /* the last block's sums need no form; walk back */
+            {
+                int f = cost[a->n_blocks][1] < cost[a->n_blocks][0];
+                for (int i = a->n_blocks; i >= 1; i--) {
+                    m->slice_pick[lv][nb - 1][i - 1] = (uint8_t)f;
+                    f = from[i][f];
+                }
             }
         }
     }
@@ -1167,6 +1184,7 @@ static void plan_executors(td_bnn_model *m)
 
 int td_bnn_block_sliced(const td_bnn_model *m, int i, int nimg, int flags)
 {
+    int level;
     if (!m->slice_ok ||
         !(flags & (TD_BNN_SLICE | TD_BNN_AUTO | TD_BNN_MIX_ODD |
                    TD_BNN_MIX_EVEN)))
@@ -1175,14 +1193,15 @@ int td_bnn_block_sliced(const td_bnn_model *m, int i, int nimg, int flags)
         return 1;
     if (flags & (TD_BNN_MIX_ODD | TD_BNN_MIX_EVEN))
         return (i % 2 == 1) == !!(flags & TD_BNN_MIX_ODD);
-    /* without AVX-512 the XOR-popcount kernels (POPCNT) are kept */
-    if (!td_bslice_has_simd() || (flags & TD_BCONV_PORTABLE))
+    /* portable C (no SIMD): the XOR-popcount kernels are kept */
+    level = td_bslice_level(flags);
+    if (level == 0)
         return 0;
     if (nimg > m->slice_chunk)
         nimg = m->slice_chunk;
     if (nimg < 1)
         nimg = 1;
-    return m->slice_pick[nimg - 1][i];
+    return m->slice_pick[level - 1][nimg - 1][i];
 }
 
 typedef struct mixed_buf {
@@ -1206,7 +1225,8 @@ static void forward_mixed(const td_bnn_model *m, int flags, const float *in,
     const td_bnn_arch *a = &m->arch;
     size_t img = (size_t)a->in_ch * (size_t)a->in_h * (size_t)a->in_w;
     int cl = a->blocks[a->n_blocks - 1].cout;
-    int xflags = flags & (TD_BCONV_PLAN | TD_BCONV_PORTABLE | TD_BCONV_CH8);
+    int xflags = (flags & (TD_BCONV_PLAN | TD_BCONV_PORTABLE | TD_BCONV_CH8)) |
+                 (flags & TD_BNN_AVX2 ? TD_BCONV_PORTABLE : 0);
     for (int i0 = 0; i0 < n; i0 += m->slice_chunk) {
         int nb = n - i0 < m->slice_chunk ? n - i0 : m->slice_chunk;
         int planar = td_bnn_block_sliced(m, 0, nb, flags);
@@ -1348,7 +1368,10 @@ td_status td_bnn_forward(const td_bnn_model *m, int flags, td_arena *ar,
         for (int i = 0; i < a->n_blocks; i++) {
             const td_bnn_block *b = &m->blocks[i];
             size_t po = (size_t)b->h_out * (size_t)b->w_out;
-            td_bconv_forward(&b->conv, flags, bin, 1, h, w, y, scr);
+            td_bconv_forward(&b->conv,
+                             flags | (flags & TD_BNN_AVX2 ? TD_BCONV_PORTABLE
+                                                          : 0),
+                             bin, 1, h, w, y, scr);
             if (i + 1 < a->n_blocks) {
                 td_bnn_threshold(y, po, b->spec.cout, b->tsign, b->thr, bout);
                 t = bin;

@@ -95,9 +95,10 @@ typedef struct td_bnn_model {
                              TD_BNN_SLICE runs the vertical plan) */
     char slice_note[600]; /* why not, when !slice_ok */
     int slice_chunk;      /* images per pass (<= TD_BNN_MAX_CHUNK) */
-    uint8_t slice_pick[TD_BNN_MAX_CHUNK][TD_BNN_MAX_BLOCKS]; /* 1: block
-                             runs bit-sliced in a pass of n+1 images under
-                             TD_BNN_AUTO (td_bnn_block_sliced) */
+    uint8_t slice_pick[2][TD_BNN_MAX_CHUNK][TD_BNN_MAX_BLOCKS]; /* 1:
+                             block runs bit-sliced in a pass of n+1 images
+                             under TD_BNN_AUTO, with AVX2 [0] or AVX-512
+                             [1] kernels (td_bnn_block_sliced) */
     td_bslice_layout slice_lay[TD_BNN_MAX_BLOCKS + 1]; /* [0]: the stem's
                              output, [i+1]: block i's */
     int32_t *slice_lane[TD_BNN_MAX_BLOCKS + 1]; /* owned: lane of each
@@ -181,6 +182,10 @@ td_status td_bnn_export(const td_bnn_latent *src, const char *path,
  * between the two forms runs. */
 #define TD_BNN_MIX_ODD 32
 #define TD_BNN_MIX_EVEN 64
+/* What an AVX2-only machine runs, even where AVX-512 exists (benchmarks,
+ * tests): AVX2 bit-sliced kernels and stem, scalar POPCNT XOR kernels.
+ * Same value as TD_BSLICE_AVX2. */
+#define TD_BNN_AVX2 TD_BSLICE_AVX2
 
 /* 1 when block i runs bit-sliced for a pass of nimg images under flags:
  * TD_BNN_SLICE, or TD_BNN_AUTO and the cheapest assignment of executors

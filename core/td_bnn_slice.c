@@ -41,6 +41,24 @@ int td_bslice_has_simd(void)
 #endif
 }
 
+int td_bslice_has_avx2(void)
+{
+#ifdef TD_BSLICE_X86
+    return __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
+int td_bslice_level(int flags)
+{
+    if (flags & TD_BSLICE_PORTABLE)
+        return 0;
+    if (td_bslice_has_simd() && !(flags & TD_BSLICE_AVX2))
+        return 2;
+    return td_bslice_has_avx2() ? 1 : 0;
+}
+
 /* ------------------------------------------------------------ bit helpers */
 
 /* 64 bits of s starting at bit `bit` (s must have the next word too; bit
@@ -588,6 +606,83 @@ size_t td_bslice_scratch_words(const td_bslice *l)
 #undef SL_ZERO
 #undef SL_ANY
 #undef SL_ATTR
+
+/* AVX2 (no ternary logic): the five functions the kernel uses, built from
+ * AND, OR, XOR, ANDNOT. */
+#define A2_ONES _mm256_set1_epi64x(-1)
+#define A2_0x96(a, b, c) _mm256_xor_si256(_mm256_xor_si256(a, b), c)
+#define A2_0xE8(a, b, c)                                                      \
+    _mm256_or_si256(_mm256_and_si256(a, b),                                   \
+                    _mm256_and_si256(c, _mm256_xor_si256(a, b)))
+#define A2_0x71(a, b, c)                                                      \
+    _mm256_or_si256(_mm256_andnot_si256(b, a),                                \
+                    _mm256_andnot_si256(                                      \
+                        _mm256_or_si256(c, _mm256_xor_si256(a, b)), A2_ONES))
+#define A2_0x8E(a, b, c)                                                      \
+    _mm256_or_si256(_mm256_andnot_si256(a, b),                                \
+                    _mm256_andnot_si256(_mm256_xor_si256(a, b), c))
+#define A2_0x55(a, b, c) _mm256_xor_si256(c, A2_ONES)
+#define SL_ATTR __attribute__((target("avx2")))
+#define SL_NAME tile_a4
+#define SL_V __m256i
+#define SL_W 4
+#define SL_LD(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
+#define SL_ST(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), v)
+#define SL_TL(a, b, c, imm) A2_##imm(a, b, c)
+#define SL_AND(a, b) _mm256_and_si256(a, b)
+#define SL_XOR(a, b) _mm256_xor_si256(a, b)
+#define SL_ZERO _mm256_setzero_si256()
+#define SL_ANY(v) (!_mm256_testz_si256(v, v))
+#include "td_bnn_slice_tile.h"
+#undef SL_NAME
+#undef SL_V
+#undef SL_W
+#undef SL_LD
+#undef SL_ST
+#undef SL_TL
+#undef SL_AND
+#undef SL_XOR
+#undef SL_ZERO
+#undef SL_ANY
+#undef SL_ATTR
+
+/* SSE2 (x86-64's baseline) for 2-word tiles, the same functions. */
+#define S2_ONES _mm_set1_epi64x(-1)
+#define S2_0x96(a, b, c) _mm_xor_si128(_mm_xor_si128(a, b), c)
+#define S2_0xE8(a, b, c)                                                      \
+    _mm_or_si128(_mm_and_si128(a, b), _mm_and_si128(c, _mm_xor_si128(a, b)))
+#define S2_0x71(a, b, c)                                                      \
+    _mm_or_si128(_mm_andnot_si128(b, a),                                      \
+                 _mm_andnot_si128(_mm_or_si128(c, _mm_xor_si128(a, b)),       \
+                                  S2_ONES))
+#define S2_0x8E(a, b, c)                                                      \
+    _mm_or_si128(_mm_andnot_si128(a, b),                                      \
+                 _mm_andnot_si128(_mm_xor_si128(a, b), c))
+#define S2_0x55(a, b, c) _mm_xor_si128(c, S2_ONES)
+#define SL_ATTR
+#define SL_NAME tile_s2
+#define SL_V __m128i
+#define SL_W 2
+#define SL_LD(p) _mm_loadu_si128((const __m128i *)(const void *)(p))
+#define SL_ST(p, v) _mm_storeu_si128((__m128i *)(void *)(p), v)
+#define SL_TL(a, b, c, imm) S2_##imm(a, b, c)
+#define SL_AND(a, b) _mm_and_si128(a, b)
+#define SL_XOR(a, b) _mm_xor_si128(a, b)
+#define SL_ZERO _mm_setzero_si128()
+#define SL_ANY(v)                                                             \
+    (_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_setzero_si128())) != 0xFFFF)
+#include "td_bnn_slice_tile.h"
+#undef SL_NAME
+#undef SL_V
+#undef SL_W
+#undef SL_LD
+#undef SL_ST
+#undef SL_TL
+#undef SL_AND
+#undef SL_XOR
+#undef SL_ZERO
+#undef SL_ANY
+#undef SL_ATTR
 #endif
 
 /* ---------------------------------------------------------------- forward */
@@ -605,7 +700,7 @@ void td_bslice_forward(const td_bslice *l, int flags, const uint64_t *in,
     uint64_t *tab = scratch;
     uint64_t *qs = tab + (nrow + 1) * rs;
     int64_t *acc = (int64_t *)(void *)(qs + (size_t)l->cout * (size_t)l->nq * 8);
-    int simd = !(flags & TD_BSLICE_PORTABLE) && td_bslice_has_simd();
+    int level = td_bslice_level(flags);
 #ifdef TD_BSLICE_X86
     int popcnt = __builtin_cpu_supports("popcnt");
 #endif
@@ -646,7 +741,7 @@ void td_bslice_forward(const td_bslice *l, int flags, const uint64_t *in,
     for (size_t g = 0; g < T;) {
         size_t w = 1;
 #ifdef TD_BSLICE_X86
-        if (simd) {
+        if (level == 2) {
             if (T - g >= 8) {
                 tile_x8(l, tab, rshift, g, qs, out, os);
                 w = 8;
@@ -657,10 +752,18 @@ void td_bslice_forward(const td_bslice *l, int flags, const uint64_t *in,
                 tile_x2(l, tab, rshift, g, qs, out, os);
                 w = 2;
             }
+        } else if (level == 1) {
+            if (T - g >= 4) {
+                tile_a4(l, tab, rshift, g, qs, out, os);
+                w = 4;
+            } else {
+                tile_s2(l, tab, rshift, g, qs, out, os);
+                w = 2;
+            }
         } else
 #endif
             tile_u64(l, tab, rshift, g, qs, out, os);
-        (void)simd;
+        (void)level;
         if (l->last) {
             /* sum of Q over each image's pixels: plane j weighs 2^j */
             for (size_t gw = g; gw < g + w && gw < T; gw++) {

@@ -134,9 +134,12 @@ size_t td_bslice_stride(int lw, int nimg);
 /* 64-bit words of scratch a forward needs (any nimg <= max_img). */
 size_t td_bslice_scratch_words(const td_bslice *l);
 
-/* Forward flag: portable C (one 64-bit word at a time) even where the CPU
- * has AVX-512. Same value as TD_BCONV_PORTABLE. */
+/* Forward flags: portable C (one 64-bit word at a time) even where the
+ * CPU has SIMD (same value as TD_BCONV_PORTABLE); AVX2 (256-bit, no
+ * ternary logic) even where it has AVX-512, to measure and test what an
+ * AVX2-only machine runs. */
 #define TD_BSLICE_PORTABLE TD_BCONV_PORTABLE
+#define TD_BSLICE_AVX2 128
 
 /* in: (cin, in_stride) words, image i at column i*in.lw; out (not last):
  * (cout, td_bslice_stride(out.lw, nimg)) words, image i at column
@@ -168,5 +171,10 @@ void td_bslice_to_nhwc(const uint64_t *in, size_t stride, int c,
 
 /* 1 when the AVX-512 (F + VL) kernels run on this CPU. */
 int td_bslice_has_simd(void);
+/* 1 when the AVX2 kernels can run. */
+int td_bslice_has_avx2(void);
+/* The kernels a forward with these flags runs: 2 AVX-512, 1 AVX2 (and
+ * SSE2 for 2-word tiles), 0 portable. */
+int td_bslice_level(int flags);
 
 #endif

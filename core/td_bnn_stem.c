@@ -22,6 +22,13 @@ static int has_avx512(void)
 #endif
 }
 
+#ifdef TD_STEM_X86
+static int has_avx2_fma(void)
+{
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+
 void td_bnn_stem_release(td_bnn_stem *s)
 {
     if (!s)
@@ -223,12 +230,73 @@ nhwc_avx512(const td_bnn_stem *s, const float *in, uint64_t *out)
 }
 #endif
 
+#ifdef TD_STEM_X86
+/* AVX2 + FMA: 8 channels per register, 32 channels and 2 pixels per pass
+ * (8 independent FMA chains). Tails through masked loads. */
+__attribute__((target("avx2,fma"))) static void
+nhwc_avx2(const td_bnn_stem *s, const float *in, uint64_t *out)
+{
+    int taps = s->k * s->k * s->in_ch, cw = (s->cout + 63) / 64;
+    int npx = s->ho * s->wo;
+    for (int c0 = 0; c0 < s->cout; c0 += 32) {
+        __m256i m[4];
+        __m256 a[4], b[4];
+        for (int q = 0; q < 4; q++) {
+            int n = s->cout - c0 - 8 * q;
+            m[q] = _mm256_cmpgt_epi32(_mm256_set1_epi32(n < 0 ? 0 : n),
+                                      _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            a[q] = _mm256_maskload_ps(s->scale + c0 + 8 * q, m[q]);
+            b[q] = _mm256_maskload_ps(s->bias + c0 + 8 * q, m[q]);
+        }
+        for (int p0 = 0; p0 < npx; p0 += 2) {
+            int p1 = p0 + 1 < npx ? p0 + 1 : p0;
+            const int32_t *ps0 = s->px_src + (size_t)p0 * (size_t)taps;
+            const int32_t *ps1 = s->px_src + (size_t)p1 * (size_t)taps;
+            __m256 acc0[4], acc1[4];
+            for (int q = 0; q < 4; q++)
+                acc0[q] = acc1[q] = _mm256_setzero_ps();
+            for (int t = 0; t < taps; t++) {
+                const float *w = s->wt + (size_t)t * (size_t)s->cout + c0;
+                __m256 x0 = _mm256_set1_ps(ps0[t] < 0 ? 0.0f : in[ps0[t]]);
+                __m256 x1 = _mm256_set1_ps(ps1[t] < 0 ? 0.0f : in[ps1[t]]);
+                for (int q = 0; q < 4; q++) {
+                    __m256 wv = _mm256_maskload_ps(w + 8 * q, m[q]);
+                    acc0[q] = _mm256_fmadd_ps(x0, wv, acc0[q]);
+                    acc1[q] = _mm256_fmadd_ps(x1, wv, acc1[q]);
+                }
+            }
+            for (int i = 0; i < 2 && p0 + i < npx; i++) {
+                uint64_t bits = 0, *o;
+                for (int q = 0; q < 4; q++) {
+                    __m256 z = _mm256_add_ps(
+                        _mm256_mul_ps(a[q], i ? acc1[q] : acc0[q]), b[q]);
+                    int mk = _mm256_movemask_ps(_mm256_and_ps(
+                        _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_LT_OQ),
+                        _mm256_castsi256_ps(m[q])));
+                    bits |= (uint64_t)(unsigned)mk << (8 * q);
+                }
+                o = out + (size_t)(p0 + i) * (size_t)cw + (size_t)(c0 / 64);
+                if (c0 % 64 == 0)
+                    *o = bits;
+                else
+                    *o |= bits << 32;
+            }
+        }
+    }
+}
+#endif
+
 void td_bnn_stem_nhwc(const td_bnn_stem *s, int flags, const float *in,
                       uint64_t *out)
 {
 #ifdef TD_STEM_X86
-    if (!(flags & TD_BNN_STEM_PORTABLE) && has_avx512()) {
+    if (!(flags & TD_BNN_STEM_PORTABLE) && !(flags & TD_BNN_STEM_AVX2) &&
+        has_avx512()) {
         nhwc_avx512(s, in, out);
+        return;
+    }
+    if (!(flags & TD_BNN_STEM_PORTABLE) && has_avx2_fma()) {
+        nhwc_avx2(s, in, out);
         return;
     }
 #endif
@@ -341,17 +409,61 @@ planar_avx512(const td_bnn_stem *s, const float *xt, uint64_t *out,
 }
 #endif
 
+#ifdef TD_STEM_X86
+/* AVX2 + FMA: 8 lanes per register, one output word (8 registers) per
+ * pass. */
+__attribute__((target("avx2,fma"))) static void
+planar_avx2(const td_bnn_stem *s, const float *xt, uint64_t *out,
+            size_t stride)
+{
+    int taps = s->k * s->k * s->in_ch;
+    for (int c = 0; c < s->cout; c++) {
+        uint64_t *o = out + (size_t)c * stride;
+        __m256 a = _mm256_set1_ps(s->scale[c]), b = _mm256_set1_ps(s->bias[c]);
+        for (int w = 0; w < s->lay.lw; w++) {
+            __m256 acc[8];
+            uint64_t word = 0;
+            for (int q = 0; q < 8; q++)
+                acc[q] = _mm256_setzero_ps();
+            for (int t = 0; t < taps; t++) {
+                __m256 wv = _mm256_set1_ps(
+                    s->wt[(size_t)t * (size_t)s->cout + (size_t)c]);
+                const float *x = xt + (size_t)t * (size_t)s->lanes +
+                                 (size_t)w * 64;
+                for (int q = 0; q < 8; q++)
+                    acc[q] = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8 * q), wv,
+                                             acc[q]);
+            }
+            for (int q = 0; q < 8; q++) {
+                __m256 z = _mm256_add_ps(_mm256_mul_ps(a, acc[q]), b);
+                word |= (uint64_t)(unsigned)_mm256_movemask_ps(
+                            _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_LT_OQ))
+                        << (8 * q);
+            }
+            o[w] = word & s->valid[w];
+        }
+    }
+}
+#endif
+
 void td_bnn_stem_planar(const td_bnn_stem *s, int flags, const float *in,
                         uint64_t *out, size_t stride, float *scratch)
 {
 #ifdef TD_STEM_X86
-    if (!(flags & TD_BNN_STEM_PORTABLE) && has_avx512()) {
+    if (!(flags & TD_BNN_STEM_PORTABLE) && !(flags & TD_BNN_STEM_AVX2) &&
+        has_avx512()) {
         gather_taps_avx512(s, in, scratch);
         planar_avx512(s, scratch, out, stride);
         return;
     }
 #endif
     gather_taps(s, in, scratch);
+#ifdef TD_STEM_X86
+    if (!(flags & TD_BNN_STEM_PORTABLE) && has_avx2_fma()) {
+        planar_avx2(s, scratch, out, stride);
+        return;
+    }
+#endif
     (void)flags;
     planar_portable(s, scratch, out, stride);
 }

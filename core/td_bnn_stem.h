@@ -9,8 +9,8 @@
  *
  * Two outputs: channel-packed NHWC words for the XOR-popcount kernels, or
  * planar streams in a td_bslice_layout for the bit-sliced executor. The
- * planar form vectorises over lanes (16 pixels per instruction) from a
- * per-tap copy of the input laid out like the lanes.
+ * planar form vectorises over lanes (16 pixels per AVX-512 instruction, 8
+ * per AVX2) from a per-tap copy of the input laid out like the lanes.
  *
  * Ownership: td_bnn_stem_prepare allocates the offset tables (released by
  * td_bnn_stem_release); weights, scale and bias are not owned. Thread:
@@ -46,8 +46,10 @@ td_status td_bnn_stem_prepare(td_bnn_stem *s, int in_ch, int in_h, int in_w,
                               td_error *err);
 void td_bnn_stem_release(td_bnn_stem *s);
 
-/* Flag: no SIMD (same bits). Same value as TD_BCONV_PORTABLE. */
+/* Flags: no SIMD (same value as TD_BCONV_PORTABLE); AVX2 + FMA even where
+ * AVX-512 exists (same value as TD_BSLICE_AVX2). Same bits either way. */
 #define TD_BNN_STEM_PORTABLE TD_BCONV_PORTABLE
+#define TD_BNN_STEM_AVX2 TD_BSLICE_AVX2
 
 /* in: (in_ch, in_h, in_w) NCHW floats; out: (ho*wo, ceil(cout/64)). */
 void td_bnn_stem_nhwc(const td_bnn_stem *s, int flags, const float *in,

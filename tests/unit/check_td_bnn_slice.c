@@ -96,7 +96,11 @@ START_TEST(test_random_networks_bit_exact)
                 /* mixed passes: every conversion between the forms */
                 TD_BNN_MIX_ODD | TD_BCONV_PLAN,
                 TD_BNN_MIX_EVEN | TD_BCONV_PLAN,
-                TD_BNN_MIX_EVEN | TD_BCONV_PORTABLE};
+                TD_BNN_MIX_EVEN | TD_BCONV_PORTABLE,
+                /* what an AVX2-only machine runs */
+                TD_BNN_SLICE | TD_BCONV_PLAN | TD_BNN_AVX2,
+                TD_BNN_AUTO | TD_BCONV_PLAN | TD_BNN_AVX2,
+                TD_BNN_MIX_ODD | TD_BNN_AVX2};
             for (size_t i = 0; i < (size_t)n * img; i++)
                 in[i] = rfl();
             forward(m, 0, in, n, ref);
@@ -188,7 +192,7 @@ START_TEST(test_layouts)
 }
 END_TEST
 
-/* The stem's two outputs carry the same bits, SIMD or not. */
+/* The stem's two outputs carry the same bits: AVX-512, AVX2, portable. */
 START_TEST(test_stem_outputs_agree)
 {
     rng_state = 77;
@@ -201,7 +205,7 @@ START_TEST(test_stem_outputs_agree)
         td_bnn_stem st;
         td_error err;
         float *wt, *sc, *bi, *in, *scratch;
-        uint64_t *nh[2], *pl[2];
+        uint64_t *nh[3], *pl[3];
         int32_t *lane;
         int ho = td_bconv_out(h, k, s, pad), wo = td_bconv_out(w, k, s, pad);
         if (ho <= 0 || wo <= 0) {
@@ -226,15 +230,17 @@ START_TEST(test_stem_outputs_agree)
         scratch = malloc(td_bnn_stem_planar_scratch(&st) * sizeof *scratch);
         lane = malloc((size_t)ho * (size_t)wo * sizeof *lane);
         td_bslice_lane_table(&lay[0], lane);
-        for (int f = 0; f < 2; f++) {
-            int fl = f ? TD_BNN_STEM_PORTABLE : 0;
+        for (int f = 0; f < 3; f++) {
+            int fl = f == 1 ? TD_BNN_STEM_PORTABLE : f == 2 ? TD_BNN_STEM_AVX2 : 0;
             nh[f] = malloc((size_t)ho * (size_t)wo * (size_t)cw * 8);
             pl[f] = malloc((size_t)cout * (size_t)lay[0].lw * 8);
             td_bnn_stem_nhwc(&st, fl, in, nh[f]);
             td_bnn_stem_planar(&st, fl, in, pl[f], (size_t)lay[0].lw, scratch);
         }
-        ck_assert_int_eq(memcmp(nh[0], nh[1], (size_t)ho * (size_t)wo * (size_t)cw * 8), 0);
-        ck_assert_int_eq(memcmp(pl[0], pl[1], (size_t)cout * (size_t)lay[0].lw * 8), 0);
+        for (int f = 1; f < 3; f++) {
+            ck_assert_int_eq(memcmp(nh[0], nh[f], (size_t)ho * (size_t)wo * (size_t)cw * 8), 0);
+            ck_assert_int_eq(memcmp(pl[0], pl[f], (size_t)cout * (size_t)lay[0].lw * 8), 0);
+        }
         for (int p = 0; p < ho * wo; p++)
             for (int c = 0; c < cout; c++) {
                 int a = (int)(nh[0][(size_t)p * (size_t)cw + (size_t)(c / 64)] >> (c % 64) & 1);
@@ -242,7 +248,7 @@ START_TEST(test_stem_outputs_agree)
                               (lane[p] % 64) & 1);
                 ck_assert_int_eq(a, b);
             }
-        for (int f = 0; f < 2; f++) {
+        for (int f = 0; f < 3; f++) {
             free(nh[f]);
             free(pl[f]);
         }
