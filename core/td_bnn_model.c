@@ -1204,6 +1204,16 @@ int td_bnn_block_sliced(const td_bnn_model *m, int i, int nimg, int flags)
     return m->slice_pick[level - 1][nimg - 1][i];
 }
 
+/* Planar rows of c channels, stride words apart, t words used: zero the
+ * spare column (stride > t) and the guard after the last row. Readers
+ * take the word before each stream for zeros (td_bnn_slice.h). */
+static void clear_spare(uint64_t *act, int c, size_t stride, size_t t)
+{
+    for (size_t r = 0; stride > t && r < (size_t)c; r++)
+        act[r * stride + t] = 0;
+    memset(act + (size_t)c * stride, 0, TD_BSLICE_GUARD * 8);
+}
+
 typedef struct mixed_buf {
     float *sf;               /* the planar stem's scratch */
     uint64_t *act[2];        /* planar, TD_BSLICE_GUARD words each side */
@@ -1247,7 +1257,7 @@ static void forward_mixed(const td_bnn_model *m, int flags, const float *in,
                                                    (size_t)td_bp_words(c));
         }
         if (planar)
-            memset(bf->act[0] + (size_t)c * st, 0, TD_BSLICE_GUARD * 8);
+            clear_spare(bf->act[0], c, st, (size_t)nb * (size_t)m->slice_lay[0].lw);
         for (int i = 0; i < a->n_blocks; i++) {
             const td_bnn_block *b = &m->blocks[i];
             const td_bslice_layout *L = &m->slice_lay[i];
@@ -1262,8 +1272,8 @@ static void forward_mixed(const td_bnn_model *m, int flags, const float *in,
                                         bf->act[cur] + (size_t)j *
                                                            (size_t)L->lw,
                                         st, bf->lanes);
-                memset(bf->act[cur] + (size_t)c * st, 0,
-                       TD_BSLICE_GUARD * 8);
+                clear_spare(bf->act[cur], c, st,
+                            (size_t)nb * (size_t)L->lw);
             } else if (!sl && planar) { /* planar -> NHWC */
                 for (int j = 0; j < nb; j++)
                     td_bslice_to_nhwc(bf->act[cur] + (size_t)j * (size_t)L->lw,

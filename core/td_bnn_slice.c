@@ -791,7 +791,14 @@ void td_bslice_forward(const td_bslice *l, int flags, const uint64_t *in,
                     l->ybase[o] -
                     2 * acc[(size_t)i * (size_t)l->cout + (size_t)o];
     } else {
-        /* the next layer reads guard words after the last row */
+        /* The next layer reads a little before each image's stream, where
+         * it expects zeros: the previous image's last lanes (pixels never
+         * reach them), the guard, or the row's spare column (os > T), which
+         * a 2-word vector may have filled with junk: clear it. And the
+         * guard words after the last row. */
+        if (os > T)
+            for (size_t o = 0; o < (size_t)l->cout; o++)
+                out[o * os + T] = 0;
         memset(out + (size_t)l->cout * os, 0, TD_BSLICE_GUARD * 8);
     }
 }

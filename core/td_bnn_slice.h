@@ -143,10 +143,12 @@ size_t td_bslice_scratch_words(const td_bslice *l);
 
 /* in: (cin, in_stride) words, image i at column i*in.lw; out (not last):
  * (cout, td_bslice_stride(out.lw, nimg)) words, image i at column
- * i*out.lw, followed by TD_BSLICE_GUARD words it zeroes; ysum (last):
- * (nimg, cout) sums of y over the output pixels. in_stride >=
- * td_bslice_stride(in.lw, nimg), with TD_BSLICE_GUARD zero words before
- * the first row and after the last. nimg <= max_img. */
+ * i*out.lw, its spare column zeroed, followed by TD_BSLICE_GUARD words it
+ * zeroes; ysum (last): (nimg, cout) sums of y over the output pixels.
+ * in_stride >= td_bslice_stride(in.lw, nimg), the spare column of each row
+ * zero (a row's spare column is the word before the next row's first
+ * stream, read as padding), and TD_BSLICE_GUARD zero words before the
+ * first row and after the last. nimg <= max_img. */
 void td_bslice_forward(const td_bslice *l, int flags, const uint64_t *in,
                        size_t in_stride, int nimg, uint64_t *out,
                        int64_t *ysum, uint64_t *scratch);
