@@ -381,6 +381,25 @@ static td_status prepare_blocks(td_bnn_model *m, td_error *err)
 
 static void plan_executors(td_bnn_model *m);
 
+/* Leave the model on the XOR-popcount kernels only: release the
+ * bit-sliced blocks, lane tables and the stem's planar tables. */
+static td_status slice_off(td_bnn_model *m, td_error *err)
+{
+    const td_bnn_arch *a = &m->arch;
+    m->slice_ok = 0;
+    for (int i = 0; i < TD_BNN_MAX_BLOCKS; i++)
+        td_bslice_release(&m->slice[i]);
+    for (int i = 0; i <= TD_BNN_MAX_BLOCKS; i++) {
+        free(m->slice_lane[i]);
+        m->slice_lane[i] = NULL;
+    }
+    td_bnn_stem_release(&m->stem);
+    return td_bnn_stem_prepare(&m->stem, a->in_ch, a->in_h, a->in_w,
+                               a->stem.k, a->stem.stride, a->stem.pad,
+                               a->stem.cout, m->stem_wt_t, m->stem_scale,
+                               m->stem_bias, NULL, err);
+}
+
 td_status td_bnn_slice_rebuild(td_bnn_model *m, int plan, td_error *err)
 {
     int n = m->arch.n_blocks, k[TD_BNN_MAX_BLOCKS], st[TD_BNN_MAX_BLOCKS];
@@ -447,6 +466,21 @@ td_status td_bnn_slice_rebuild(td_bnn_model *m, int plan, td_error *err)
         }
     }
     m->slice_ok = 1;
+    /* scratch per worker grows with images per pass and stream size:
+     * past a bound, the model serves through the XOR-popcount kernels */
+    {
+        size_t with = td_bnn_scratch_bytes(m), without;
+        m->slice_ok = 0;
+        without = td_bnn_scratch_bytes(m);
+        if (with > without && with - without > TD_BNN_SLICE_MAX_SCRATCH) {
+            snprintf(m->slice_note, sizeof m->slice_note,
+                     "bit-sliced scratch would be %zu MiB per worker (max "
+                     "%d)",
+                     (with - without) >> 20, TD_BNN_SLICE_MAX_SCRATCH >> 20);
+            return slice_off(m, err);
+        }
+        m->slice_ok = 1;
+    }
     plan_executors(m);
     return TD_OK;
 }

@@ -49,6 +49,9 @@
 #define TD_BNN_MAX_BLOCKS 16
 #define TD_BNN_MAX_IN_CH 4
 #define TD_BNN_MAX_CHUNK 8 /* images per bit-sliced pass, at most */
+/* Extra scratch the bit-sliced executor may need per worker (bytes);
+ * beyond it a model keeps the XOR-popcount kernels (slice_note says so). */
+#define TD_BNN_SLICE_MAX_SCRATCH (64 << 20)
 
 typedef struct td_bnn_conv_spec {
     int cout, k, stride, pad;

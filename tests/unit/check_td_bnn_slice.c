@@ -136,8 +136,9 @@ START_TEST(test_random_networks_bit_exact)
 END_TEST
 
 /* Layouts: every pixel has its own lane, inside its phase's words; a
- * chain whose strides multiply past 16 is refused with a reason, and the
- * model then serves through the XOR-popcount plan. */
+ * chain whose strides multiply past 16, or whose scratch would be too
+ * large, is refused with a reason, and the model then serves through the
+ * XOR-popcount plan. */
 START_TEST(test_layouts)
 {
     int k[3] = {3, 3, 1}, st[3] = {2, 1, 2}, pad[3] = {1, 1, 0};
@@ -191,6 +192,26 @@ START_TEST(test_layouts)
         forward(m, 0, in, 1, a);
         forward(m, TD_BNN_SLICE | TD_BCONV_PLAN, in, 1, b);
         ck_assert_int_eq(memcmp(a, b, sizeof a), 0);
+        td_bnn_free(m);
+        bnn_random_free(&r);
+    }
+    {
+        /* a large image: the bit-sliced scratch would pass its bound, so
+         * the model keeps the XOR-popcount kernels and small scratch */
+        const char *json =
+            "{\"in_ch\":1,\"in_h\":200,\"in_w\":200,\"stem\":{\"cout\":1024,"
+            "\"k\":3,\"stride\":1,\"pad\":1},\"blocks\":[{\"cout\":8,\"k\":3,"
+            "\"stride\":1}],\"classes\":3}";
+        td_bnn_arch arch;
+        bnn_random r;
+        td_bnn_model *m;
+        ck_assert_int_eq(td_bnn_arch_parse(json, &arch, &err), TD_OK);
+        ck_assert_int_eq(bnn_random_latent(&r, &arch, 6, 2), 0);
+        ck_assert_int_eq(td_bnn_from_latent(&m, &r.lat, &err), TD_OK);
+        ck_assert_int_eq(m->slice_ok, 0);
+        ck_assert_msg(strstr(m->slice_note, "scratch") != NULL, "%s", m->slice_note);
+        ck_assert_uint_lt(td_bnn_scratch_bytes(m), (size_t)TD_BNN_SLICE_MAX_SCRATCH);
+        ck_assert_ptr_null(m->stem.tap_src);
         td_bnn_free(m);
         bnn_random_free(&r);
     }
