@@ -131,9 +131,9 @@ static int64_t lane_of(const td_bslice_layout *L, int y, int x)
 int td_bslice_layouts(int n, const int *k, const int *stride, const int *pad,
                       int h, int w, td_bslice_layout *lay, td_error *err)
 {
-    int64_t m = 1, mt[TD_BSLICE_MAX_PLANES + 1], mb[TD_BSLICE_MAX_PLANES + 1];
+    int64_t m = 1, mt[TD_BSLICE_MAX_LAYERS + 1], mb[TD_BSLICE_MAX_LAYERS + 1];
     int64_t pitch = 1;
-    if (n < 1 || n > TD_BSLICE_MAX_PLANES) {
+    if (n < 1 || n > TD_BSLICE_MAX_LAYERS) {
         td_error_set(err, TD_EINVAL, "bnn slice: %d layers", n);
         return 0;
     }
@@ -507,7 +507,7 @@ size_t td_bslice_scratch_words(const td_bslice *l)
 
 /* ---------------------------------------------------------- tile kernels */
 
-/* The four ternary functions the tile kernel uses, for plain words. */
+/* The five ternary functions the tile kernel uses, for plain words. */
 #define TL64_0x96(a, b, c) ((a) ^ (b) ^ (c))                 /* parity */
 #define TL64_0xE8(a, b, c) (((a) & (b)) | ((c) & ((a) ^ (b)))) /* majority */
 #define TL64_0x71(a, b, c) (((a) & ~(b)) | (~(c) & ((a) ^ ~(b)))) /* maj(a,~b,~c) */
@@ -526,17 +526,6 @@ size_t td_bslice_scratch_words(const td_bslice *l)
 #define SL_ZERO 0
 #define SL_ANY(v) ((v) != 0)
 #include "td_bnn_slice_tile.h"
-#undef SL_NAME
-#undef SL_ATTR
-#undef SL_V
-#undef SL_W
-#undef SL_LD
-#undef SL_ST
-#undef SL_TL
-#undef SL_AND
-#undef SL_XOR
-#undef SL_ZERO
-#undef SL_ANY
 
 #ifdef TD_BSLICE_X86
 #define SL_ATTR __attribute__((target("avx512f,avx512vl")))
@@ -551,17 +540,8 @@ size_t td_bslice_scratch_words(const td_bslice *l)
 #define SL_ZERO _mm_setzero_si128()
 #define SL_ANY(v) (!_mm_testz_si128(v, v))
 #include "td_bnn_slice_tile.h"
-#undef SL_NAME
-#undef SL_V
-#undef SL_W
-#undef SL_LD
-#undef SL_ST
-#undef SL_TL
-#undef SL_AND
-#undef SL_XOR
-#undef SL_ZERO
-#undef SL_ANY
 
+#define SL_ATTR __attribute__((target("avx512f,avx512vl")))
 #define SL_NAME tile_x4
 #define SL_V __m256i
 #define SL_W 4
@@ -573,17 +553,8 @@ size_t td_bslice_scratch_words(const td_bslice *l)
 #define SL_ZERO _mm256_setzero_si256()
 #define SL_ANY(v) (!_mm256_testz_si256(v, v))
 #include "td_bnn_slice_tile.h"
-#undef SL_NAME
-#undef SL_V
-#undef SL_W
-#undef SL_LD
-#undef SL_ST
-#undef SL_TL
-#undef SL_AND
-#undef SL_XOR
-#undef SL_ZERO
-#undef SL_ANY
 
+#define SL_ATTR __attribute__((target("avx512f,avx512vl")))
 #define SL_NAME tile_x8
 #define SL_V __m512i
 #define SL_W 8
@@ -595,17 +566,6 @@ size_t td_bslice_scratch_words(const td_bslice *l)
 #define SL_ZERO _mm512_setzero_si512()
 #define SL_ANY(v) (_mm512_test_epi64_mask(v, v) != 0)
 #include "td_bnn_slice_tile.h"
-#undef SL_NAME
-#undef SL_V
-#undef SL_W
-#undef SL_LD
-#undef SL_ST
-#undef SL_TL
-#undef SL_AND
-#undef SL_XOR
-#undef SL_ZERO
-#undef SL_ANY
-#undef SL_ATTR
 
 /* AVX2 (no ternary logic): the five functions the kernel uses, built from
  * AND, OR, XOR, ANDNOT. */
@@ -634,17 +594,6 @@ size_t td_bslice_scratch_words(const td_bslice *l)
 #define SL_ZERO _mm256_setzero_si256()
 #define SL_ANY(v) (!_mm256_testz_si256(v, v))
 #include "td_bnn_slice_tile.h"
-#undef SL_NAME
-#undef SL_V
-#undef SL_W
-#undef SL_LD
-#undef SL_ST
-#undef SL_TL
-#undef SL_AND
-#undef SL_XOR
-#undef SL_ZERO
-#undef SL_ANY
-#undef SL_ATTR
 
 /* SSE2 (x86-64's baseline) for 2-word tiles, the same functions. */
 #define S2_ONES _mm_set1_epi64x(-1)
@@ -672,17 +621,6 @@ size_t td_bslice_scratch_words(const td_bslice *l)
 #define SL_ANY(v)                                                             \
     (_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_setzero_si128())) != 0xFFFF)
 #include "td_bnn_slice_tile.h"
-#undef SL_NAME
-#undef SL_V
-#undef SL_W
-#undef SL_LD
-#undef SL_ST
-#undef SL_TL
-#undef SL_AND
-#undef SL_XOR
-#undef SL_ZERO
-#undef SL_ANY
-#undef SL_ATTR
 #endif
 
 /* ---------------------------------------------------------------- forward */

@@ -59,6 +59,8 @@
 
 /* The most bit planes a count can need (Q < 2^31 for every legal layer). */
 #define TD_BSLICE_MAX_PLANES 32
+/* The longest chain td_bslice_layouts plans (a model's blocks). */
+#define TD_BSLICE_MAX_LAYERS 16
 /* Zero words callers keep before and after planar buffers: tables read a
  * little outside the streams for lanes that are not pixels. */
 #define TD_BSLICE_GUARD 8
@@ -81,8 +83,8 @@ typedef struct td_bslice_layout {
  * of 8 (so that 8-word vectors tile images evenly). */
 int td_bslice_words(int64_t words);
 
-/* Layouts for a chain of n convolutions (k, stride, pad per layer) on an
- * h x w input: lay[0] is the input's, lay[i+1] layer i's output. Returns 0
+/* Layouts for a chain of n <= TD_BSLICE_MAX_LAYERS convolutions (k,
+ * stride, pad per layer) on an h x w input: lay[0] is the input's, lay[i+1] layer i's output. Returns 0
  * when the chain does not suit slicing (too many phases, or streams too
  * large), with the reason in err. */
 int td_bslice_layouts(int n, const int *k, const int *stride, const int *pad,

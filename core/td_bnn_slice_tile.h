@@ -4,7 +4,8 @@
  *   SL_W (64-bit words per vector), SL_LD(p), SL_ST(p, v),
  *   SL_TL(a, b, c, imm) (ternary logic: bit = imm[a<<2 | b<<1 | c]),
  *   SL_AND(a, b), SL_XOR(a, b), SL_ZERO, SL_ANY(v) (nonzero).
- * Not a header of its own: it has no include guard on purpose.
+ * Not a header of its own: it has no include guard on purpose, and it
+ * #undefs those macros at its end, ready for the next width.
  *
  * One tile is SL_W words of lanes starting at column g. For each step
  * (channel o, parent p): start from zero (root) or p's planes (child),
@@ -121,3 +122,15 @@ SL_ATTR static void SL_NAME(const td_bslice *l, const uint64_t *tab,
 #undef SL_CSA1
 #undef SL_HS_LOOP
 }
+
+#undef SL_NAME
+#undef SL_ATTR
+#undef SL_V
+#undef SL_W
+#undef SL_LD
+#undef SL_ST
+#undef SL_TL
+#undef SL_AND
+#undef SL_XOR
+#undef SL_ZERO
+#undef SL_ANY
