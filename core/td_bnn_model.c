@@ -417,7 +417,7 @@ td_status td_bnn_slice_rebuild(td_bnn_model *m, int plan, td_error *err)
     }
     if (!td_bslice_layouts(n, k, st, pad, m->stem_h, m->stem_w, lay, &why)) {
         snprintf(m->slice_note, sizeof m->slice_note, "%s", why.msg);
-        return TD_OK;
+        return slice_off(m, err);
     }
     for (int i = 0; i <= n; i++)
         if (lay[i].lw < min_lw)
@@ -454,15 +454,14 @@ td_status td_bnn_slice_rebuild(td_bnn_model *m, int plan, td_error *err)
                                         last ? NULL : b->tsign,
                                         last ? NULL : b->thr, &why);
         if (s != TD_OK) {
-            for (int j = 0; j < i; j++)
-                td_bslice_release(&m->slice[j]);
             if (s == TD_ENOMEM) {
+                slice_off(m, NULL);
                 td_error_set(err, s, "blocks.%d: %s", i, why.msg);
                 return s;
             }
             snprintf(m->slice_note, sizeof m->slice_note, "blocks.%d: %s", i,
                      why.msg);
-            return TD_OK;
+            return slice_off(m, err);
         }
     }
     m->slice_ok = 1;
