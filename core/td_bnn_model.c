@@ -1109,6 +1109,16 @@ size_t td_bnn_scratch_bytes(const td_bnn_model *m)
            td_arena_round(z.pooled * 4);
 }
 
+/* y: (po, c) one image's integers; ysum: (c) their sums over pixels. */
+static void sum_pixels(const int32_t *y, size_t po, int c, int64_t *ysum)
+{
+    for (int o = 0; o < c; o++)
+        ysum[o] = 0;
+    for (size_t p = 0; p < po; p++)
+        for (int o = 0; o < c; o++)
+            ysum[o] += y[p * (size_t)c + (size_t)o];
+}
+
 /* The last block's output, z = scale*y + bias, averaged over space, from
  * the exact integer sum of y over its po pixels (both executors give the
  * same sums, so the same floats). */
@@ -1327,16 +1337,9 @@ static void forward_mixed(const td_bnn_model *m, int flags, const float *in,
                     td_bnn_threshold(bf->y, po * (size_t)nb, b->spec.cout,
                                      b->tsign, b->thr, bf->nhwc[!cur]);
                 } else {
-                    for (int j = 0; j < nb; j++) {
-                        int64_t *ys = bf->ysum + (size_t)j * (size_t)cl;
-                        const int32_t *yj =
-                            bf->y + (size_t)j * po * (size_t)cl;
-                        for (int o = 0; o < cl; o++)
-                            ys[o] = 0;
-                        for (size_t p = 0; p < po; p++)
-                            for (int o = 0; o < cl; o++)
-                                ys[o] += yj[p * (size_t)cl + (size_t)o];
-                    }
+                    for (int j = 0; j < nb; j++)
+                        sum_pixels(bf->y + (size_t)j * po * (size_t)cl, po, cl,
+                                   bf->ysum + (size_t)j * (size_t)cl);
                 }
             }
             planar = sl;
@@ -1421,11 +1424,7 @@ td_status td_bnn_forward(const td_bnn_model *m, int flags, td_arena *ar,
                 bin = bout;
                 bout = t;
             } else {
-                for (int o = 0; o < cl; o++)
-                    ysum[o] = 0;
-                for (size_t p = 0; p < po; p++)
-                    for (int o = 0; o < cl; o++)
-                        ysum[o] += y[p * (size_t)cl + (size_t)o];
+                sum_pixels(y, po, cl, ysum);
                 pool_from_sums(b, ysum, po, pooled);
             }
             h = b->h_out;

@@ -256,7 +256,7 @@ td_status td_bslice_prepare(td_bslice *l, const td_bconv *conv,
         out->w != td_bconv_out(in->w, k, s, conv->pad))
         return td_error_set(err, TD_EINVAL,
                             "bnn slice: layouts do not chain");
-    if ((2 * (uint64_t)kb + 1) * (uint64_t)l->rs >= ((uint64_t)1 << 31))
+    if (((uint64_t)kb + 1) * (uint64_t)l->rs >= ((uint64_t)1 << 31))
         return td_error_set(err, TD_EINVAL, "bnn slice: table too large");
 
     len = calloc((size_t)cout, sizeof *len);
@@ -418,8 +418,6 @@ td_status td_bslice_prepare(td_bslice *l, const td_bconv *conv,
                     dst[n++] = (uint32_t)kb; /* the zero row */
                 pos += n;
             }
-            if (p < 0)
-                l->n_roots++;
         }
         l->eptr[cout] = pos;
     }

@@ -103,7 +103,6 @@ typedef struct td_bslice {
     int32_t *src_off;
     /* Execution: channels in order (parents first); par -1: counted from
      * all K rows; the table rows of step i are erow[eptr[i]..eptr[i+1]). */
-    int n_roots;
     int32_t *ch, *par, *eptr;
     int32_t *eneg;                /* (cout) where step i's w = 1 rows
                                      start (those add NOT a_k) */
